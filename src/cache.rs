@@ -1,0 +1,170 @@
+//! The last-known-good cache: every successful `attributes` result, kept so a
+//! node can still converge to what it last knew when the store is down.
+//!
+//! One file per cluster and node, `DIR/CLUSTER/NODE.json`, written atomically
+//! with mode 0600 in folders of mode 0700. It records which store and prefix
+//! it came from, and is used only for the same ones. It never holds
+//! credentials: store URLs carry none.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+use crate::clock::{age_seconds, parse_rfc3339};
+use crate::config::Env;
+use crate::error::{Error, Result};
+use crate::node_attributes::AttributesDocument;
+
+/// The system-wide cache folder.
+pub const SYSTEM_CACHE_DIR: &str = "/var/cache/convergent";
+
+/// Which result a cache file holds.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheKey<'a> {
+    /// The store URL (without credentials).
+    pub store: &'a str,
+    /// The key prefix.
+    pub prefix: &'a str,
+    /// The cluster.
+    pub cluster: &'a str,
+    /// The node.
+    pub node: &'a str,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheFile {
+    store: String,
+    prefix: String,
+    attributes: AttributesDocument,
+}
+
+/// A result read back from the cache.
+#[derive(Debug)]
+pub struct CachedResult {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The document as it was fetched (not yet marked stale).
+    pub attributes: AttributesDocument,
+    /// Seconds since it was fetched from the store.
+    pub age_s: u64,
+}
+
+/// Where cached results live.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    /// Folders tried in order.
+    dirs: Vec<PathBuf>,
+}
+
+impl Cache {
+    /// The configured folder, or else the system folder with a per-user
+    /// fallback (`$XDG_CACHE_HOME/convergent` or `~/.cache/convergent`) for
+    /// users who cannot write it.
+    pub fn new(configured: Option<PathBuf>, env: Env) -> Cache {
+        let dirs = match configured {
+            Some(dir) => vec![dir],
+            None => {
+                let user = env("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| env("HOME").map(|h| Path::new(&h).join(".cache")))
+                    .map(|d| d.join("convergent"));
+                std::iter::once(PathBuf::from(SYSTEM_CACHE_DIR))
+                    .chain(user)
+                    .collect()
+            }
+        };
+        Cache { dirs }
+    }
+
+    fn file_in(dir: &Path, key: &CacheKey) -> PathBuf {
+        dir.join(key.cluster).join(format!("{}.json", key.node))
+    }
+
+    /// Saves a fresh result. Tries each folder in turn; fails (exit 73) only
+    /// when none can be written.
+    pub fn save(&self, key: &CacheKey, attributes: &AttributesDocument) -> Result<PathBuf> {
+        let file = CacheFile {
+            store: key.store.to_string(),
+            prefix: key.prefix.to_string(),
+            attributes: attributes.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("cache file serializes");
+        let mut last_error = None;
+        for dir in &self.dirs {
+            let path = Cache::file_in(dir, key);
+            let parent = path.parent().expect("cache file has a folder");
+            let written = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|reason| Error::CannotWrite {
+                    path: parent.to_path_buf(),
+                    reason,
+                })
+                .and_then(|()| atomic_file::write(&path, &bytes, Some(0o600)));
+            match written {
+                Ok(()) => return Ok(path),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one cache folder"))
+    }
+
+    /// Loads the cached result for `key`, or says why there is none usable.
+    pub fn load(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> std::result::Result<CachedResult, String> {
+        let mut why = Vec::new();
+        for dir in &self.dirs {
+            let path = Cache::file_in(dir, key);
+            let text = match fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    why.push(format!("no cache file {}", path.display()));
+                    continue;
+                }
+                Err(e) => {
+                    why.push(format!("cannot read {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let file: CacheFile = match serde_json::from_str(&text) {
+                Ok(f) => f,
+                Err(e) => {
+                    why.push(format!("{} is damaged: {e}", path.display()));
+                    continue;
+                }
+            };
+            if file.store != key.store || file.prefix != key.prefix {
+                why.push(format!(
+                    "{} was written for store {} prefix {}",
+                    path.display(),
+                    file.store,
+                    file.prefix
+                ));
+                continue;
+            }
+            let fetched = match parse_rfc3339(&file.attributes.convergent.source.fetched_at) {
+                Ok(t) => t,
+                Err(e) => {
+                    why.push(format!("{} is damaged: {e}", path.display()));
+                    continue;
+                }
+            };
+            return Ok(CachedResult {
+                path,
+                age_s: age_seconds(fetched, now),
+                attributes: file.attributes,
+            });
+        }
+        Err(why.join("; "))
+    }
+}

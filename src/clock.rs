@@ -1,0 +1,117 @@
+//! Time as the tool shows and reads it: RFC 3339 timestamps in UTC, and
+//! human durations (`30s`, `10m`, `24h`, `1h30m`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Formats a time as RFC 3339 in UTC with whole seconds (`2026-11-24T10:00:00Z`).
+pub fn format_rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Parses an RFC 3339 timestamp.
+pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .or_else(|_| humantime::parse_rfc3339(text))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))
+}
+
+/// The current time as RFC 3339.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(SystemTime::now())
+}
+
+/// Whole seconds from `then` to `now`; zero if `then` is in the future.
+pub fn age_seconds(then: SystemTime, now: SystemTime) -> u64 {
+    now.duration_since(then).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A short human rendering of a number of seconds (`42s`, `5m`, `3h12m`, `2d4h`).
+pub fn format_age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// A duration written the human way (`30s`, `10m`, `24h`, `1h30m`); bare
+/// numbers are refused so that `30` is never read as the wrong unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "0" {
+            return Ok(HumanDuration(Duration::ZERO));
+        }
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("{s:?} is not a duration such as 30s, 10m or 24h ({e})"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            return f.write_str("0s");
+        }
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(
+            "30s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            "1h30m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert_eq!("0".parse::<HumanDuration>().unwrap().0, Duration::ZERO);
+        assert!("30".parse::<HumanDuration>().is_err());
+        assert!("soon".parse::<HumanDuration>().is_err());
+        assert_eq!("24h".parse::<HumanDuration>().unwrap().to_string(), "1day");
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = parse_rfc3339("2026-11-24T10:00:00Z").unwrap();
+        assert_eq!(format_rfc3339(t), "2026-11-24T10:00:00Z");
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(format_age(5), "5s");
+        assert_eq!(format_age(125), "2m05s");
+        assert_eq!(format_age(3 * 3600 + 720), "3h12m");
+        assert_eq!(format_age(2 * 86_400 + 4 * 3600), "2d04h");
+    }
+}

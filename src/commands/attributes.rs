@@ -1,0 +1,99 @@
+//! `attributes`: resolve a node's desired state and print it as JSON node
+//! attributes; fall back to the last-known-good cache when the store is down.
+
+use std::time::SystemTime;
+
+use crate::atomic_file;
+use crate::cache::{Cache, CacheKey};
+use crate::cli::{AttributesArgs, OnUnreachable};
+use crate::clock::{format_age, now_rfc3339};
+use crate::commands::Context;
+use crate::error::{Error, Result};
+use crate::node_attributes::AttributesDocument;
+use crate::output;
+use crate::resolve::read_node_inputs;
+
+/// Runs `attributes`.
+pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
+    let (cluster, node) = ctx.node_target(&args.target)?;
+    let store_url = ctx.settings.store.to_string();
+    let prefix = ctx.settings.prefix.to_string();
+    let key = CacheKey {
+        store: &store_url,
+        prefix: &prefix,
+        cluster: &cluster,
+        node: &node,
+    };
+    let cache = Cache::new(ctx.settings.cache_dir.clone(), ctx.env);
+
+    let document = match fetch(ctx, &cluster, &node) {
+        Ok(document) => {
+            // Cache before printing: a failed cache write (exit 73) prints nothing.
+            cache.save(&key, &document)?;
+            document
+        }
+        Err(e) if e.is_unavailable() && ctx.settings.on_unreachable == OnUnreachable::Cache => {
+            from_cache(ctx, &cache, &key, e)?
+        }
+        Err(e) => return Err(e),
+    };
+
+    let text = document.to_json();
+    match &args.output {
+        Some(path) => atomic_file::write(path, text.as_bytes(), None),
+        None => output::print(&text),
+    }
+}
+
+/// Reads and resolves from the store.
+fn fetch(ctx: &Context, cluster: &str, node: &str) -> Result<AttributesDocument> {
+    let store = ctx.open_store()?;
+    let fetched_at = now_rfc3339();
+    let inputs = read_node_inputs(store.as_ref(), &ctx.layout(), cluster, node)?;
+    let resolution = inputs
+        .cluster
+        .resolve(node, inputs.node_override.as_ref())?;
+    Ok(AttributesDocument::from_resolution(
+        &resolution,
+        store.kind(),
+        inputs.revision,
+        fetched_at,
+    ))
+}
+
+/// The cached result marked stale, when one is there and young enough.
+fn from_cache(
+    ctx: &Context,
+    cache: &Cache,
+    key: &CacheKey,
+    unavailable: Error,
+) -> Result<AttributesDocument> {
+    let (store, reason) = match unavailable {
+        Error::Unavailable { store, reason } => (store, reason),
+        other => return Err(other),
+    };
+    let no_cache = |cache: String| Error::UnavailableNoCache {
+        store: store.clone(),
+        reason: reason.clone(),
+        cache,
+    };
+    let cached = cache.load(key, SystemTime::now()).map_err(no_cache)?;
+    let max_stale = ctx.settings.max_stale.as_secs();
+    if cached.age_s > max_stale {
+        return Err(no_cache(format!(
+            "{} is {} old, more than --max-stale {}",
+            cached.path.display(),
+            format_age(cached.age_s),
+            format_age(max_stale)
+        )));
+    }
+    eprintln!(
+        "convergent: warning: store {store} is unavailable ({reason}); using the cached result from {}, fetched {} ago",
+        cached.path.display(),
+        format_age(cached.age_s)
+    );
+    let mut document = cached.attributes;
+    document.convergent.source.stale = true;
+    document.convergent.source.cache_age_s = Some(cached.age_s);
+    Ok(document)
+}

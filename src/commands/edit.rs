@@ -1,0 +1,272 @@
+//! `set` and `unset`: change a cluster's desired document, or one node's
+//! override, with compare-and-set, the cluster schema checked, and the
+//! change recorded in the cluster's history in the same transaction.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::{SetArgs, UnsetArgs};
+use crate::commands::Context;
+use crate::document::{decode_value, display_path, parse_path, remove_path, set_path, Path};
+use crate::error::{Error, Result};
+use crate::history::{self, diff, Change, FieldChange};
+use crate::layout::{check_name, NameKind};
+use crate::output::{self, Format};
+use crate::resolve::{ClusterInputs, Layer, LayerKind};
+use crate::schema::{state_of, Schema};
+use crate::update::update;
+
+/// Runs `set`.
+pub fn set(ctx: &Context, args: &SetArgs) -> Result<()> {
+    let assignments = args
+        .assignments
+        .iter()
+        .map(|a| parse_assignment(a))
+        .collect::<Result<Vec<_>>>()?;
+    let target = Target {
+        cluster: &args.cluster,
+        node: args.node.as_deref(),
+        create: args.create,
+        reason: args.reason.clone(),
+        command: "set",
+    };
+    edit(ctx, &target, |doc| {
+        for (path, value) in &assignments {
+            set_path(doc, path, value.clone()).map_err(|blocker| {
+                Error::Usage(format!(
+                    "cannot set {}: {} holds a value that is not a map",
+                    display_path(path),
+                    display_path(&blocker)
+                ))
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs `unset`.
+pub fn unset(ctx: &Context, args: &UnsetArgs) -> Result<()> {
+    let paths = args
+        .keys
+        .iter()
+        .map(|k| parse_path(k).map_err(Error::Usage))
+        .collect::<Result<Vec<Path>>>()?;
+    let target = Target {
+        cluster: &args.cluster,
+        node: args.node.as_deref(),
+        create: false,
+        reason: args.reason.clone(),
+        command: "unset",
+    };
+    edit(ctx, &target, |doc| {
+        if args.all {
+            *doc = json!({});
+        }
+        for path in &paths {
+            remove_path(doc, path);
+        }
+        Ok(())
+    })
+}
+
+/// `KEY=VALUE`, the value JSON where valid, else a plain string.
+fn parse_assignment(text: &str) -> Result<(Path, Value)> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| Error::Usage(format!("{text:?} is not KEY=VALUE")))?;
+    let path = parse_path(key).map_err(Error::Usage)?;
+    if value.is_empty() {
+        return Err(Error::Usage(format!(
+            "`{key}=` has no value: use `unset {key}` to remove it, or {key}='\"\"' for an empty string"
+        )));
+    }
+    let value = decode_value(key, value.as_bytes()).map_err(|e| match e {
+        Error::BadKey { problem, .. } => Error::Usage(format!("the value of {key}: {problem}")),
+        other => other,
+    })?;
+    Ok((path, value))
+}
+
+/// Which document an edit changes, and how it is recorded.
+struct Target<'a> {
+    cluster: &'a str,
+    node: Option<&'a str>,
+    create: bool,
+    reason: Option<String>,
+    command: &'static str,
+}
+
+// Positions in the one read an edit makes; the node case adds the cluster's
+// desired document at the end.
+const TARGET: usize = 0;
+const SCHEMA: usize = 1;
+const HISTORY: usize = 2;
+const DEFAULTS: usize = 3;
+const ROLLOUT: usize = 4;
+
+#[derive(Serialize)]
+struct EditReport {
+    key: String,
+    changes: Vec<FieldChange>,
+}
+
+fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>) -> Result<()> {
+    let cluster = target.cluster;
+    check_name(NameKind::Cluster, cluster).map_err(Error::BadName)?;
+    if let Some(node) = target.node {
+        check_name(NameKind::Node, node).map_err(Error::BadName)?;
+    }
+    let layout = ctx.layout();
+    let target_key = match target.node {
+        Some(node) => layout.node_override(cluster, node),
+        None => layout.desired(cluster),
+    };
+    let mut keys = vec![
+        target_key.clone(),
+        layout.schema(cluster),
+        layout.history(cluster),
+        layout.defaults(),
+        layout.rollout(cluster),
+    ];
+    let desired = match target.node {
+        Some(_) => {
+            keys.push(layout.desired(cluster));
+            keys.len() - 1
+        }
+        None => TARGET,
+    };
+
+    let store = ctx.open_store()?;
+    let mut changes = Vec::new();
+    update(store.as_ref(), &keys, |current| {
+        let docs = &current.docs;
+        if docs[desired].is_none() && docs[SCHEMA].is_none() && !target.create {
+            return Err(Error::bad_key(
+                layout.desired(cluster),
+                format!("unknown cluster {cluster:?}: nothing is stored for it (check the name, or pass --create to start a new cluster)"),
+            ));
+        }
+        let old = docs[TARGET].clone();
+        let mut doc = match &old {
+            None => json!({}),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(other) => {
+                return Err(Error::bad_key(
+                    &target_key,
+                    format!("the document must be a map, found {other}"),
+                ))
+            }
+        };
+        apply(&mut doc)?;
+        // An emptied node override is removed rather than kept as `{}`.
+        let new = (target.node.is_none() || doc != json!({})).then_some(doc);
+        if new == old {
+            changes.clear();
+            return Ok(None);
+        }
+
+        let schema = docs[SCHEMA]
+            .as_ref()
+            .map(|d| Schema::from_document(&keys[SCHEMA], d))
+            .transpose()?;
+        let new_state = match &new {
+            Some(doc) => state_of(doc).map_err(|e| Error::bad_key(&target_key, e))?,
+            None => None,
+        };
+        match (&schema, new_state) {
+            (Some(schema), Some(to)) => {
+                let from = match target.node {
+                    None => old
+                        .as_ref()
+                        .and_then(|o| state_of(o).ok().flatten())
+                        .map(str::to_string),
+                    Some(node) => current_node_state(ctx, current, node, &keys)?,
+                };
+                schema
+                    .check_transition(from.as_deref(), to)
+                    .map_err(|e| Error::bad_key(&target_key, e))?;
+            }
+            (Some(_), None) if target.node.is_none() => {
+                return Err(Error::bad_key(
+                    &target_key,
+                    "the cluster schema requires a `state`; it cannot be removed",
+                ))
+            }
+            _ => {}
+        }
+
+        changes = diff(old.as_ref(), new.as_ref());
+        let change = Change::now(
+            ctx.env,
+            target.command,
+            &target_key,
+            changes.clone(),
+            target.reason.clone(),
+        );
+        let history = history::append(docs[HISTORY].as_ref(), &keys[HISTORY], change)?;
+        let mut written = docs.clone();
+        written[TARGET] = new;
+        written[HISTORY] = Some(history);
+        Ok(Some(written))
+    })?;
+
+    let report = EditReport {
+        key: target_key,
+        changes,
+    };
+    match ctx.format_or(Format::Table) {
+        Format::Table => output::print(&report.to_text()),
+        format => output::print(&output::render(&report, format)),
+    }
+}
+
+/// The state node `node` resolves to now, before the edit.
+fn current_node_state(
+    ctx: &Context,
+    current: &crate::update::Current,
+    node: &str,
+    keys: &[String],
+) -> Result<Option<String>> {
+    let layout = ctx.layout();
+    let cluster_name = layout
+        .relative(&keys[SCHEMA])
+        .and_then(|r| r.split('/').nth(1))
+        .unwrap_or_default()
+        .to_string();
+    let trees = &current.trees;
+    let cluster = match ClusterInputs::from_trees(
+        &layout,
+        &cluster_name,
+        &trees[DEFAULTS],
+        &trees[SCHEMA],
+        &trees[keys.len() - 1],
+        &trees[ROLLOUT],
+    ) {
+        Ok(c) => c,
+        Err(_) => return Ok(None), // a new cluster: nothing to move from
+    };
+    let node_override =
+        Layer::from_entries(LayerKind::NodeOverride, &keys[TARGET], &trees[TARGET])?;
+    Ok(cluster.resolve(node, node_override.as_ref())?.state)
+}
+
+impl EditReport {
+    fn to_text(&self) -> String {
+        if self.changes.is_empty() {
+            return format!("{}: no change, nothing written\n", self.key);
+        }
+        let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_string(), |v| v.to_string());
+        self.changes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {} {} -> {}\n",
+                    self.key,
+                    c.path,
+                    show(&c.from),
+                    show(&c.to)
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,237 @@
+//! The key layout of the shared view, and the rules for the names in it.
+//!
+//! All keys live under one prefix `P` (default `convergent`):
+//!
+//! | key | holds |
+//! |---|---|
+//! | `P/defaults` | document merged under every cluster |
+//! | `P/clusters/C/schema` | allowed states and transitions |
+//! | `P/clusters/C/desired` | the cluster's desired document |
+//! | `P/clusters/C/nodes/N` | per-node override |
+//! | `P/clusters/C/history` | who changed the desired state, newest last |
+//! | `P/rollouts/C` | the active rollout of cluster C |
+//! | `P/observed/C/N` | what node N last converged to |
+//! | `P/locks/…` | orchestrator locks |
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The root of all keys, validated: `/`-separated segments, each a valid name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefix(String);
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix("convergent".to_string())
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("the prefix must not be empty".into());
+        }
+        for segment in s.split('/') {
+            check_segment(segment).map_err(|why| format!("prefix {s:?}: {why}"))?;
+        }
+        Ok(Prefix(s.to_string()))
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Prefix {
+    /// The prefix's path segments (`a/b` gives `["a", "b"]`).
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+}
+
+/// What a name names, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameKind {
+    Cluster,
+    Node,
+    Rollout,
+}
+
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameKind::Cluster => "cluster name",
+            NameKind::Node => "node name",
+            NameKind::Rollout => "rollout id",
+        })
+    }
+}
+
+/// Longest name accepted: a DNS name's limit, and far below every store's key limit.
+pub const MAX_NAME_LEN: usize = 253;
+
+/// Checks a cluster or node name (or rollout id): it becomes one key segment,
+/// so it must not contain `/`, `..`, whitespace or control characters.
+pub fn check_name(kind: NameKind, name: &str) -> Result<(), String> {
+    check_segment(name).map_err(|why| format!("invalid {kind} {name:?}: {why}"))
+}
+
+fn check_segment(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(format!("it is longer than {MAX_NAME_LEN} bytes"));
+    }
+    if s == "." || s.contains("..") {
+        return Err("it must not be `.` or contain `..`".into());
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| *c == '/' || c.is_whitespace() || c.is_control())
+    {
+        let what = match c {
+            '/' => "`/`".to_string(),
+            c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+            c => format!("whitespace (U+{:04X})", c as u32),
+        };
+        return Err(format!("it must not contain {what}"));
+    }
+    Ok(())
+}
+
+/// Builds the store keys of the view under one prefix.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    prefix: String,
+}
+
+impl Layout {
+    /// The layout under `prefix`.
+    pub fn new(prefix: &Prefix) -> Self {
+        Layout {
+            prefix: prefix.0.clone(),
+        }
+    }
+
+    /// The prefix itself, the root of every key.
+    pub fn root(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `P/<relative>`: a key given relative to the prefix.
+    pub fn key(&self, relative: &str) -> String {
+        format!("{}/{}", self.prefix, relative)
+    }
+
+    /// `P/defaults`
+    pub fn defaults(&self) -> String {
+        self.key("defaults")
+    }
+
+    /// `P/clusters`
+    pub fn clusters(&self) -> String {
+        self.key("clusters")
+    }
+
+    /// `P/clusters/C/schema`
+    pub fn schema(&self, cluster: &str) -> String {
+        self.key(&format!("clusters/{cluster}/schema"))
+    }
+
+    /// `P/clusters/C/desired`
+    pub fn desired(&self, cluster: &str) -> String {
+        self.key(&format!("clusters/{cluster}/desired"))
+    }
+
+    /// `P/clusters/C/nodes`
+    pub fn nodes(&self, cluster: &str) -> String {
+        self.key(&format!("clusters/{cluster}/nodes"))
+    }
+
+    /// `P/clusters/C/nodes/N`
+    pub fn node_override(&self, cluster: &str, node: &str) -> String {
+        self.key(&format!("clusters/{cluster}/nodes/{node}"))
+    }
+
+    /// `P/clusters/C/history`
+    pub fn history(&self, cluster: &str) -> String {
+        self.key(&format!("clusters/{cluster}/history"))
+    }
+
+    /// `P/rollouts/C`
+    pub fn rollout(&self, cluster: &str) -> String {
+        self.key(&format!("rollouts/{cluster}"))
+    }
+
+    /// `P/observed/C`
+    pub fn observed(&self, cluster: &str) -> String {
+        self.key(&format!("observed/{cluster}"))
+    }
+
+    /// `P/observed/C/N`
+    pub fn observed_node(&self, cluster: &str, node: &str) -> String {
+        self.key(&format!("observed/{cluster}/{node}"))
+    }
+
+    /// `P/locks`
+    pub fn locks(&self) -> String {
+        self.key("locks")
+    }
+
+    /// The key relative to the prefix, or `None` when it is outside it.
+    pub fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reject_separators_dots_whitespace_and_controls() {
+        for bad in [
+            "", "a/b", "..", ".", "a..b", "a b", "a\tb", "a\u{7}b", "web\n",
+        ] {
+            assert!(check_name(NameKind::Node, bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["web-01", "db.example.com", "a_b", "Ünïcode", "x"] {
+            assert!(check_name(NameKind::Node, good).is_ok(), "{good:?} refused");
+        }
+        assert!(check_name(NameKind::Node, &"a".repeat(254)).is_err());
+    }
+
+    #[test]
+    fn error_names_the_kind_and_the_name() {
+        let err = check_name(NameKind::Cluster, "a/b").unwrap_err();
+        assert!(err.contains("cluster name \"a/b\""), "{err}");
+        assert!(err.contains("`/`"), "{err}");
+    }
+
+    #[test]
+    fn prefix_may_have_several_segments() {
+        let p: Prefix = "apps/convergent".parse().unwrap();
+        assert_eq!(p.segments().collect::<Vec<_>>(), ["apps", "convergent"]);
+        assert!("apps//x".parse::<Prefix>().is_err());
+        assert!("/apps".parse::<Prefix>().is_err());
+        assert!("a/../b".parse::<Prefix>().is_err());
+    }
+
+    #[test]
+    fn layout_builds_keys_under_the_prefix() {
+        let l = Layout::new(&Prefix::default());
+        assert_eq!(l.desired("web"), "convergent/clusters/web/desired");
+        assert_eq!(
+            l.node_override("web", "web-07"),
+            "convergent/clusters/web/nodes/web-07"
+        );
+        assert_eq!(l.rollout("web"), "convergent/rollouts/web");
+        assert_eq!(l.relative("convergent/defaults"), Some("defaults"));
+        assert_eq!(l.relative("convergentx/defaults"), None);
+    }
+}

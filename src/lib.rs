@@ -1,0 +1,33 @@
+//! `convergent`: let Chef recipes follow a fleet-wide desired state kept in a
+//! shared data view, and move that state through transitions by writing only
+//! the view. See README.md for the tour and DESIGN.md for the contract.
+//!
+//! Where things are:
+//! - [`cli`] parses the command line, [`config`] layers it over the
+//!   environment and the config file, [`commands`] runs each command.
+//! - [`store`] is the shared view behind one trait, one backend per file.
+//! - [`document`] folds keys into documents and merges them; [`resolve`]
+//!   computes a node's desired state from the layers of [`layout`].
+//! - [`rollout`] holds ranks, rollout records and plans; [`schema`] the
+//!   allowed states; [`history`] who changed what; [`update`] the
+//!   compare-and-set loop; [`cache`] the last-known-good results.
+
+pub mod atomic_file;
+pub mod cache;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod document;
+pub mod error;
+pub mod history;
+pub mod layout;
+pub mod node_attributes;
+pub mod output;
+pub mod resolve;
+pub mod rollout;
+pub mod schema;
+pub mod store;
+pub mod update;
+pub mod view;
+pub mod view_file;

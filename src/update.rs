@@ -1,0 +1,254 @@
+//! Read-modify-write of documents with compare-and-set, retried on conflict.
+//!
+//! One read of all the documents involved, a change computed from them, and
+//! one transaction that applies only if none of what was read has changed.
+//! A conflict re-reads and tries again; so does a store error, because a write
+//! that timed out has an unknown outcome: the re-read shows whether it landed
+//! (then the change computes to "nothing to do").
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::document::{encode_value, fold};
+use crate::error::{Error, Result};
+use crate::store::{Compare, Entry, Op, Store, Txn, TxnOutcome};
+
+/// How many times a write is tried before giving up with exit 75.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// What one read gave: each document folded, and the raw entries behind it.
+#[derive(Debug)]
+pub struct Current {
+    /// The documents, in the order of the keys asked for.
+    pub docs: Vec<Option<Value>>,
+    /// The entries each document was folded from.
+    pub trees: Vec<Vec<Entry>>,
+}
+
+/// Reads the documents at `keys`, lets `change` compute their new values
+/// (`None`: nothing to do), and writes them with compare-and-set on every
+/// entry read. Returns the documents as they are after the call.
+pub fn update<F>(store: &dyn Store, keys: &[String], mut change: F) -> Result<Vec<Option<Value>>>
+where
+    F: FnMut(&Current) -> Result<Option<Vec<Option<Value>>>>,
+{
+    let mut last_problem = String::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            thread::sleep(backoff(attempt));
+        }
+        let snapshot = match store.read_trees(keys) {
+            Ok(s) => s,
+            Err(e) if e.is_unavailable() && attempt + 1 < MAX_ATTEMPTS => {
+                last_problem = e.to_string();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let docs = keys
+            .iter()
+            .zip(&snapshot.trees)
+            .map(|(key, entries)| Ok(fold(key, entries)?.map(|s| s.doc)))
+            .collect::<Result<Vec<_>>>()?;
+        let current = Current {
+            docs,
+            trees: snapshot.trees,
+        };
+        let Some(new_docs) = change(&current)? else {
+            return Ok(current.docs);
+        };
+        let txn = transaction(keys, &current, &new_docs);
+        match store.commit(&txn) {
+            Ok(TxnOutcome::Committed { .. }) => return Ok(new_docs),
+            Ok(TxnOutcome::Conflict) => {
+                last_problem = "another writer changed it first".into();
+            }
+            Err(e) if e.is_unavailable() => last_problem = e.to_string(),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict {
+        key: keys.first().cloned().unwrap_or_default(),
+        reason: format!(
+            "gave up after {MAX_ATTEMPTS} attempts ({last_problem}); nothing else was changed, try again"
+        ),
+    })
+}
+
+/// The transaction that writes `new` where `current` was read: every entry
+/// read must be unchanged (and a document key that was absent must still be
+/// absent); a changed document is written whole at its key, replacing any
+/// sub-keys it was folded from.
+fn transaction(keys: &[String], current: &Current, new: &[Option<Value>]) -> Txn {
+    let mut txn = Txn::default();
+    for ((key, entries), (old, new)) in keys
+        .iter()
+        .zip(&current.trees)
+        .zip(current.docs.iter().zip(new))
+    {
+        for e in entries {
+            txn.compares.push(Compare::Version {
+                key: e.key.clone(),
+                version: e.version,
+            });
+        }
+        let has_own_entry = entries.iter().any(|e| &e.key == key);
+        if !has_own_entry {
+            txn.compares.push(Compare::Absent { key: key.clone() });
+        }
+        if old == new {
+            continue;
+        }
+        for e in entries.iter().filter(|e| &e.key != key) {
+            txn.ops.push(Op::Delete { key: e.key.clone() });
+        }
+        match new {
+            Some(doc) => txn.ops.push(Op::Put {
+                key: key.clone(),
+                value: encode_value(doc),
+            }),
+            None if has_own_entry => txn.ops.push(Op::Delete { key: key.clone() }),
+            None => {}
+        }
+    }
+    txn
+}
+
+/// Exponential backoff from 10 ms, capped at 640 ms, with full jitter so
+/// that competing writers spread out.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = 10u64 << attempt.min(6);
+    let random = RandomState::new().hash_one(std::time::Instant::now());
+    Duration::from_millis(cap_ms / 2 + random % (cap_ms / 2 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileStore;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, FileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("view.yml");
+        std::fs::write(&path, "p:\n  d: {a: 1}\n").unwrap();
+        (dir, FileStore::new(path, Duration::from_secs(5)))
+    }
+
+    #[test]
+    fn writes_the_change_and_reports_nothing_to_do_when_already_done() {
+        let (_d, s) = store();
+        let keys = vec!["p/d".to_string(), "p/new".to_string()];
+        let out = update(&s, &keys, |cur| {
+            let mut doc = cur.docs[0].clone().unwrap();
+            doc["a"] = json!(2);
+            Ok(Some(vec![Some(doc), Some(json!({"created": true}))]))
+        })
+        .unwrap();
+        assert_eq!(out[0], Some(json!({"a": 2})));
+        assert_eq!(
+            s.load().unwrap(),
+            json!({"p": {"d": {"a": 2}, "new": {"created": true}}})
+        );
+        let mut calls = 0;
+        update(&s, &keys, |_| {
+            calls += 1;
+            Ok(None)
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_conflict_is_retried_with_a_fresh_read() {
+        let (_d, s) = store();
+        let keys = vec!["p/d".to_string()];
+        let mut attempts = 0;
+        update(&s, &keys, |cur| {
+            attempts += 1;
+            if attempts == 1 {
+                // Someone else writes between our read and our write.
+                s.commit(&Txn {
+                    compares: vec![],
+                    ops: vec![Op::Put {
+                        key: "p/d/b".into(),
+                        value: b"9".to_vec(),
+                    }],
+                })
+                .unwrap();
+            }
+            let mut doc = cur.docs[0].clone().unwrap();
+            doc["a"] = json!(5);
+            Ok(Some(vec![Some(doc)]))
+        })
+        .unwrap();
+        assert_eq!(attempts, 2);
+        assert_eq!(s.load().unwrap(), json!({"p": {"d": {"a": 5, "b": 9}}}));
+    }
+
+    #[test]
+    fn endless_conflicts_end_in_exit_75() {
+        let (_d, s) = store();
+        let keys = vec!["p/d".to_string()];
+        let mut n = 0;
+        let err = update(&s, &keys, |cur| {
+            n += 1;
+            s.commit(&Txn {
+                compares: vec![],
+                ops: vec![Op::Put {
+                    key: "p/d/n".into(),
+                    value: n.to_string().into_bytes(),
+                }],
+            })
+            .unwrap();
+            Ok(Some(vec![Some(json!({"mine": cur.docs[0].is_some()}))]))
+        })
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 75);
+        assert!(err.to_string().contains("p/d"), "{err}");
+    }
+
+    #[test]
+    fn a_document_folded_from_sub_keys_is_rewritten_at_its_key() {
+        let entries = vec![Entry {
+            key: "p/d/state".into(),
+            value: b"off".to_vec(),
+            version: 7,
+        }];
+        let current = Current {
+            docs: vec![Some(json!({"state": "off"}))],
+            trees: vec![entries],
+        };
+        let txn = transaction(
+            &["p/d".to_string()],
+            &current,
+            &[Some(json!({"state": "on"}))],
+        );
+        assert_eq!(
+            txn.compares,
+            vec![
+                Compare::Version {
+                    key: "p/d/state".into(),
+                    version: 7
+                },
+                Compare::Absent { key: "p/d".into() }
+            ]
+        );
+        assert_eq!(
+            txn.ops,
+            vec![
+                Op::Delete {
+                    key: "p/d/state".into()
+                },
+                Op::Put {
+                    key: "p/d".into(),
+                    value: br#"{"state":"on"}"#.to_vec()
+                }
+            ]
+        );
+    }
+}

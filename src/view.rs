@@ -1,0 +1,403 @@
+//! The view as a whole, as a view file holds it: what it may contain, and how
+//! it splits into the documents a key store keeps.
+//!
+//! ```yaml
+//! convergent:                  # the prefix (several levels for a/b)
+//!   defaults: {...}
+//!   clusters:
+//!     web:
+//!       schema: {...}
+//!       desired: {...}
+//!       nodes: {web-07: {...}}
+//!       history: [...]
+//!   rollouts: {web: {...}}
+//!   observed: {web: {web-01: {...}}}
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::layout::{check_name, Layout, NameKind, Prefix};
+use crate::rollout::record::RolloutRecord;
+use crate::schema::{state_of, Schema};
+
+/// A view split into documents, with everything found wrong on the way.
+#[derive(Debug, Default)]
+pub struct ViewDocuments {
+    /// Every document, by full key, in key order.
+    pub documents: Vec<(String, Value)>,
+    /// Problems, each naming its key; empty when the view is valid.
+    pub problems: Vec<String>,
+    /// Counts for a summary line.
+    pub clusters: usize,
+    /// Node overrides.
+    pub node_overrides: usize,
+    /// Rollouts.
+    pub rollouts: usize,
+}
+
+/// Splits a whole view tree (top level = the prefix) into documents and
+/// checks it: structure, names, schemas, states and rollout records.
+pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
+    let layout = Layout::new(prefix);
+    let mut out = ViewDocuments::default();
+    let Some(root) = find_root(tree, prefix, &mut out.problems) else {
+        return out;
+    };
+
+    // Clusters first: rollouts are checked against their schemas.
+    let mut schemas: BTreeMap<String, Schema> = BTreeMap::new();
+    let mut known_clusters = BTreeSet::new();
+    if let Some(clusters) = root.get("clusters") {
+        for (cluster, body) in out.children(&layout.clusters(), clusters, NameKind::Cluster) {
+            known_clusters.insert(cluster.clone());
+            out.cluster(&layout, &cluster, body, &mut schemas);
+        }
+    }
+    for (key, value) in root {
+        match key.as_str() {
+            "clusters" => {}
+            "defaults" => {
+                out.document_map(&layout.defaults(), value);
+            }
+            "rollouts" => {
+                for (cluster, record) in
+                    out.children(&layout.key("rollouts"), value, NameKind::Cluster)
+                {
+                    out.rollout(&layout, &cluster, record, &schemas, &known_clusters);
+                }
+            }
+            "observed" => {
+                for (cluster, nodes) in
+                    out.children(&layout.key("observed"), value, NameKind::Cluster)
+                {
+                    let at = layout.observed(&cluster);
+                    for (node, report) in out.children(&at, nodes, NameKind::Node) {
+                        out.document_map(&layout.observed_node(&cluster, &node), report);
+                    }
+                }
+            }
+            "locks" => {} // held by running orchestrators; never imported or exported
+            other => out.problems.push(format!(
+                "{}: unknown key `{other}` (a view has defaults, clusters, rollouts, observed)",
+                layout.key(other)
+            )),
+        }
+    }
+    out.documents.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The map under the prefix; problems when the file is not a view under it.
+fn find_root<'t>(
+    tree: &'t Value,
+    prefix: &Prefix,
+    problems: &mut Vec<String>,
+) -> Option<&'t Map<String, Value>> {
+    let mut node = tree;
+    let mut path = Vec::new();
+    for segment in prefix.segments() {
+        let Value::Object(map) = node else {
+            problems.push(format!("{}: expected a map of keys", display(&path)));
+            return None;
+        };
+        for other in map.keys().filter(|k| *k != segment) {
+            let mut at = path.clone();
+            at.push(other.as_str());
+            problems.push(format!(
+                "{}: key outside the prefix `{prefix}`",
+                display(&at)
+            ));
+        }
+        match map.get(segment) {
+            Some(next) => node = next,
+            None => {
+                problems.push(format!(
+                    "the file has no `{}` key: it holds no view under the prefix `{prefix}` (is --prefix right?)",
+                    { let mut at = path.clone(); at.push(segment); at.join("/") }
+                ));
+                return None;
+            }
+        }
+        path.push(segment);
+    }
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    match node {
+        Value::Object(map) => Some(map),
+        Value::Null => Some(EMPTY.get_or_init(Map::new)),
+        other => {
+            problems.push(format!("{prefix}: the view must be a map, found {other}"));
+            None
+        }
+    }
+}
+
+fn display(path: &[&str]) -> String {
+    if path.is_empty() {
+        "(top level)".into()
+    } else {
+        path.join("/")
+    }
+}
+
+/// "KEY: problem" for an error about one key.
+fn keyed(e: Error) -> String {
+    match e {
+        Error::BadKey { key, problem } => format!("{key}: {problem}"),
+        other => other.to_string(),
+    }
+}
+
+impl ViewDocuments {
+    /// The named children of a map at `key`, names checked.
+    fn children<'v>(
+        &mut self,
+        key: &str,
+        value: &'v Value,
+        kind: NameKind,
+    ) -> Vec<(String, &'v Value)> {
+        match value {
+            Value::Null => Vec::new(),
+            Value::Object(map) => map
+                .iter()
+                .filter(|(name, _)| match check_name(kind, name) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.problems.push(format!("{key}: {e}"));
+                        false
+                    }
+                })
+                .map(|(name, v)| (name.clone(), v))
+                .collect(),
+            other => {
+                self.problems
+                    .push(format!("{key}: expected a map, found {other}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Records a document that must be a map; `null` means absent.
+    fn document_map(&mut self, key: &str, value: &Value) -> Option<Value> {
+        match value {
+            Value::Null => None,
+            Value::Object(_) => {
+                self.documents.push((key.to_string(), value.clone()));
+                Some(value.clone())
+            }
+            other => {
+                self.problems
+                    .push(format!("{key}: expected a map, found {other}"));
+                None
+            }
+        }
+    }
+
+    fn check_state(&mut self, key: &str, doc: &Value, schema: Option<&Schema>) -> Option<String> {
+        match state_of(doc) {
+            Err(e) => {
+                self.problems.push(format!("{key}: {e}"));
+                None
+            }
+            Ok(Some(state)) => {
+                if let Some(Err(e)) = schema.map(|s| s.check_state(state)) {
+                    self.problems.push(format!("{key}: {e}"));
+                }
+                Some(state.to_string())
+            }
+            Ok(None) => None,
+        }
+    }
+
+    fn cluster(
+        &mut self,
+        layout: &Layout,
+        cluster: &str,
+        body: &Value,
+        schemas: &mut BTreeMap<String, Schema>,
+    ) {
+        let at = layout.key(&format!("clusters/{cluster}"));
+        let Value::Object(parts) = body else {
+            self.problems.push(format!(
+                "{at}: expected a map with desired, schema, nodes, found {body}"
+            ));
+            return;
+        };
+        self.clusters += 1;
+        let schema = match parts.get("schema") {
+            None | Some(Value::Null) => None,
+            Some(doc) => {
+                let key = layout.schema(cluster);
+                self.documents.push((key.clone(), doc.clone()));
+                match Schema::from_document(&key, doc) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.problems.push(keyed(e));
+                        None
+                    }
+                }
+            }
+        };
+        let desired = parts
+            .get("desired")
+            .and_then(|d| self.document_map(&layout.desired(cluster), d));
+        match &desired {
+            Some(doc) => {
+                let state = self.check_state(&layout.desired(cluster), doc, schema.as_ref());
+                if state.is_none() && schema.is_some() {
+                    self.problems.push(format!(
+                        "{}: the cluster schema requires a `state`",
+                        layout.desired(cluster)
+                    ));
+                }
+            }
+            None if !parts.contains_key("schema") && !parts.contains_key("desired") => {
+                self.problems.push(format!(
+                    "{at}: the cluster has neither a desired document nor a schema"
+                ))
+            }
+            None => {}
+        }
+        if let Some(nodes) = parts.get("nodes") {
+            for (node, doc) in self.children(&layout.nodes(cluster), nodes, NameKind::Node) {
+                let key = layout.node_override(cluster, &node);
+                if let Some(doc) = self.document_map(&key, doc) {
+                    self.node_overrides += 1;
+                    self.check_state(&key, &doc, schema.as_ref());
+                }
+            }
+        }
+        match parts.get("history") {
+            None | Some(Value::Null) => {}
+            Some(list @ Value::Array(_)) => {
+                self.documents.push((layout.history(cluster), list.clone()))
+            }
+            Some(other) => self.problems.push(format!(
+                "{}: the history must be a list, found {other}",
+                layout.history(cluster)
+            )),
+        }
+        for other in parts
+            .keys()
+            .filter(|k| !["schema", "desired", "nodes", "history"].contains(&k.as_str()))
+        {
+            self.problems.push(format!(
+                "{at}/{other}: unknown key (a cluster has desired, schema, nodes, history)"
+            ));
+        }
+        if let Some(s) = schema {
+            schemas.insert(cluster.to_string(), s);
+        }
+    }
+
+    fn rollout(
+        &mut self,
+        layout: &Layout,
+        cluster: &str,
+        record: &Value,
+        schemas: &BTreeMap<String, Schema>,
+        known: &BTreeSet<String>,
+    ) {
+        let key = layout.rollout(cluster);
+        if record.is_null() {
+            return;
+        }
+        self.documents.push((key.clone(), record.clone()));
+        self.rollouts += 1;
+        if !known.contains(cluster) {
+            self.problems
+                .push(format!("{key}: a rollout of unknown cluster {cluster:?}"));
+        }
+        match RolloutRecord::from_document(&key, record) {
+            Ok(r) => {
+                self.check_state(
+                    &format!("{key} (patch)"),
+                    &Value::Object(r.patch),
+                    schemas.get(cluster),
+                );
+            }
+            Err(e) => self.problems.push(keyed(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn split_default(tree: Value) -> ViewDocuments {
+        split(&tree, &Prefix::default())
+    }
+
+    #[test]
+    fn a_valid_view_splits_into_documents() {
+        let v = split_default(json!({"convergent": {
+            "defaults": {"log_level": "info"},
+            "clusters": {"web": {
+                "schema": {"states": ["off", "converged"]},
+                "desired": {"state": "converged"},
+                "nodes": {"web-07": {"state": "off"}},
+            }},
+            "rollouts": {"web": {"id": "r1", "threshold": 0.5, "patch": {"state": "off"}}},
+            "locks": {"anything": 1},
+        }}));
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        let keys: Vec<&str> = v.documents.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "convergent/clusters/web/desired",
+                "convergent/clusters/web/nodes/web-07",
+                "convergent/clusters/web/schema",
+                "convergent/defaults",
+                "convergent/rollouts/web",
+            ]
+        );
+        assert_eq!((v.clusters, v.node_overrides, v.rollouts), (1, 1, 1));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let v = split_default(json!({"convergent": {
+            "clusters": {
+                "web": {"schema": {"states": ["off"]}, "desired": {"state": "on"}, "nodes": {"bad/name": {}, "n1": {"state": "of"}}, "desird": {}},
+                "db": {"nodes": {}},
+            },
+            "rollouts": {"cache": {"id": "r", "threshold": 2}},
+            "extra": 1,
+        }, "other": {}}));
+        let all = v.problems.join("\n");
+        for needle in [
+            "other: key outside the prefix",
+            "convergent/clusters/web/desired: state \"on\" is not allowed",
+            "convergent/clusters/web/nodes: invalid node name \"bad/name\"",
+            "convergent/clusters/web/nodes/n1: state \"of\"",
+            "convergent/clusters/web/desird: unknown key",
+            "convergent/clusters/db: the cluster has neither",
+            "convergent/rollouts/cache: a rollout of unknown cluster",
+            "convergent/rollouts/cache: `threshold`",
+            "convergent/extra: unknown key",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_the_prefix_says_so() {
+        let v = split_default(json!({"app": {}}));
+        assert!(
+            v.problems.iter().any(|p| p.contains("no `convergent` key")),
+            "{:?}",
+            v.problems
+        );
+        let v = split(
+            &json!({"a": {"b": {"defaults": {}}}}),
+            &"a/b".parse().unwrap(),
+        );
+        assert!(v.problems.is_empty());
+        assert_eq!(v.documents[0].0, "a/b/defaults");
+    }
+}

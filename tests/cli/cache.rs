@@ -1,0 +1,157 @@
+//! The last-known-good cache: a node converges to what it last knew when the
+//! store is down, marked stale, within --max-stale.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+
+use crate::support::{assert_refused, stderr, store_suite, Backend, Harness};
+
+store_suite! {
+    a_successful_result_is_cached_privately,
+}
+
+fn a_successful_result_is_cached_privately(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    let fresh = h.attributes("web", "web-01");
+    let file = h.cache_dir().join("web/web-01.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(h.cache_dir().join("web"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(cached["attributes"], fresh);
+    assert_eq!(cached["store"], h.store_url.as_str());
+}
+
+/// Runs attributes once (caching), then takes the store file away.
+fn cached_then_store_gone() -> Harness {
+    let h = Harness::with_fixture(Backend::File);
+    h.attributes("web", "web-02");
+    std::fs::remove_file(h.store_file()).unwrap();
+    h
+}
+
+#[test]
+fn a_missing_store_file_serves_the_cache_marked_stale() {
+    let h = cached_then_store_gone();
+    let out = h.ok(&["attributes", "--cluster", "web", "--node", "web-02"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["convergent"]["source"]["stale"], true);
+    assert!(doc["convergent"]["source"]["cache_age_s"].as_u64().unwrap() < 60);
+    assert_eq!(doc["convergent"]["desired"]["version"], "2.4.1");
+    let warning = stderr(&out);
+    assert!(
+        warning.contains("warning")
+            && warning.contains("does not exist")
+            && warning.contains("cache"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn an_unreadable_store_serves_the_cache_too() {
+    let h = Harness::with_fixture(Backend::File);
+    h.attributes("web", "web-02");
+    // A folder where the file should be: unreadable as a file, even for root.
+    std::fs::remove_file(h.store_file()).unwrap();
+    std::fs::create_dir(h.store_file()).unwrap();
+    let out = h.ok(&["attributes", "--cluster", "web", "--node", "web-02"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["convergent"]["source"]["stale"], true);
+}
+
+#[test]
+fn on_unreachable_fail_disables_the_fallback() {
+    let h = cached_then_store_gone();
+    let out = h.run(&[
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-02",
+        "--on-unreachable",
+        "fail",
+    ]);
+    assert_refused(&out, 69, &["view.yml", "does not exist"]);
+}
+
+#[test]
+fn no_cache_means_exit_69_naming_what_was_looked_for() {
+    let h = cached_then_store_gone();
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-03"]);
+    assert_refused(&out, 69, &["unavailable", "web/web-03.json"]);
+}
+
+#[test]
+fn a_cache_older_than_max_stale_is_refused() {
+    let h = cached_then_store_gone();
+    let file = h.cache_dir().join("web/web-02.json");
+    let mut cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let old = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600),
+    );
+    cached["attributes"]["convergent"]["source"]["fetched_at"] = Value::String(old.to_string());
+    std::fs::write(&file, serde_json::to_vec(&cached).unwrap()).unwrap();
+
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-02"]);
+    assert_refused(&out, 69, &["max-stale", "1d06h old"]);
+
+    let out = h.run(&[
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-02",
+        "--max-stale",
+        "48h",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let age = doc["convergent"]["source"]["cache_age_s"].as_u64().unwrap();
+    assert!((30 * 3600..30 * 3600 + 60).contains(&age), "age {age}");
+}
+
+#[test]
+fn a_cache_from_another_store_is_not_used() {
+    let h = cached_then_store_gone();
+    let out = h
+        .cmd()
+        .args(["attributes", "--cluster", "web", "--node", "web-02"])
+        .env(
+            "CONVERGENT_STORE",
+            format!("file:{}", h.path("other.yml").display()),
+        )
+        .output()
+        .unwrap();
+    assert_refused(&out, 69, &["was written for store"]);
+}
+
+#[test]
+fn bad_data_is_never_masked_by_the_cache() {
+    let h = Harness::with_fixture(Backend::File);
+    h.attributes("web", "web-02");
+    std::fs::copy(
+        crate::support::fixture("broken/invalid-yaml.yml"),
+        h.store_file(),
+    )
+    .unwrap();
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-02"]);
+    assert_refused(&out, 65, &["invalid YAML"]);
+}
+
+#[test]
+fn an_unwritable_cache_is_exit_73_and_prints_nothing() {
+    let h = Harness::with_fixture(Backend::File);
+    std::fs::write(h.path("blocker"), "a file, not a folder").unwrap();
+    let out = h
+        .cmd()
+        .args(["attributes", "--cluster", "web", "--node", "web-01"])
+        .env("CONVERGENT_CACHE_DIR", h.path("blocker/cache"))
+        .output()
+        .unwrap();
+    assert_refused(&out, 73, &["blocker"]);
+}

@@ -1,0 +1,14 @@
+//! Command-level tests: the real `convergent` binary, run as a process,
+//! against real stores. One binary, a module per topic; tests that hold for
+//! every store are written once and instantiated per backend by
+//! `store_suite!` (see `support`).
+
+mod support;
+
+mod attributes;
+mod cache;
+mod config;
+mod edit;
+mod explain;
+mod transfer;
+mod validate;

@@ -1,0 +1,186 @@
+//! Test support: a store per test, the binary with a clean environment, and
+//! the `store_suite!` macro that runs one test body against every backend.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The repository's fixtures folder.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A kind of store the suite runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    File,
+}
+
+/// One test's own store, cache folder and config file, all in a temporary
+/// folder that disappears with it.
+pub struct Harness {
+    pub dir: TempDir,
+    pub backend: Backend,
+    pub store_url: String,
+}
+
+impl Harness {
+    /// An empty store of the given kind.
+    pub fn new(backend: Backend) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.yml"), "").unwrap();
+        let store_url = match backend {
+            Backend::File => format!("file:{}", dir.path().join("view.yml").display()),
+        };
+        Harness {
+            dir,
+            backend,
+            store_url,
+        }
+    }
+
+    /// A store holding the bundled fixture view.
+    pub fn with_fixture(backend: Backend) -> Harness {
+        let h = Harness::new(backend);
+        h.import(&fixture("view.yml"));
+        h
+    }
+
+    /// Loads a view file into the store with `convergent import`.
+    pub fn import(&self, file: &Path) {
+        self.ok(&["import", file.to_str().unwrap()]);
+    }
+
+    /// Writes a document straight into the store, past every check
+    /// `convergent` makes: how a hand edit or another tool would.
+    pub fn put_document(&self, key: &str, doc: Value) {
+        match self.backend {
+            Backend::File => {
+                let path = self.store_file();
+                let mut tree: Value =
+                    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                let mut node = &mut tree;
+                for segment in key.split('/') {
+                    node = node
+                        .as_object_mut()
+                        .expect("a map on the way")
+                        .entry(segment)
+                        .or_insert(Value::Object(Default::default()));
+                }
+                *node = doc;
+                std::fs::write(&path, serde_yaml::to_string(&tree).unwrap()).unwrap();
+            }
+        }
+    }
+
+    /// The store file of a file-backed harness.
+    pub fn store_file(&self) -> PathBuf {
+        assert_eq!(self.backend, Backend::File);
+        self.dir.path().join("view.yml")
+    }
+
+    /// The cache folder this harness's commands use.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// A path inside the temporary folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The binary, with an environment of nothing but this harness's settings.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("convergent").expect("binary built");
+        cmd.env_clear()
+            .env("CONVERGENT_STORE", &self.store_url)
+            .env("CONVERGENT_CACHE_DIR", self.cache_dir())
+            .env("CONVERGENT_CONFIG", self.dir.path().join("config.yml"))
+            .env("CONVERGENT_ACTOR", "tester@test-host")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs the binary with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("binary runs")
+    }
+
+    /// Runs the binary with `args`, which must succeed.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "convergent {}: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+        out
+    }
+
+    /// Runs `attributes` for one node and parses the output.
+    pub fn attributes(&self, cluster: &str, node: &str) -> Value {
+        let out = self.run(&["attributes", "--cluster", cluster, "--node", node]);
+        assert!(
+            out.status.success(),
+            "attributes {cluster}/{node}: {}",
+            stderr(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("attributes prints JSON")
+    }
+
+    /// The store's view, as `export` prints it, parsed.
+    pub fn export(&self) -> Value {
+        let out = self.ok(&["export", "--format", "json"]);
+        serde_json::from_slice(&out.stdout).expect("export prints JSON")
+    }
+}
+
+/// A process's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A process's stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts the exit code, that stdout is empty, and that stderr mentions
+/// every needle: the shape of every refusal.
+#[track_caller]
+pub fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout must be empty on failure, got: {}",
+        stdout(out)
+    );
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    }
+}
+
+/// Instantiates test bodies `fn name(backend: Backend)` once per backend.
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod file_store {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::support::Backend::File);
+                }
+            )*
+        }
+    };
+}
+pub(crate) use store_suite;
