@@ -168,3 +168,89 @@ impl Cache {
         Err(why.join("; "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_attributes::{NodeAttributes, Source};
+    use serde_json::json;
+
+    fn document() -> AttributesDocument {
+        AttributesDocument {
+            convergent: NodeAttributes {
+                cluster: "web".into(),
+                node: "web-01".into(),
+                state: Some("off".into()),
+                desired: json!({"state": "off"}),
+                generation: "0123456789abcdef".into(),
+                rollout: None,
+                source: Source {
+                    store: "file".into(),
+                    revision: None,
+                    fetched_at: crate::clock::now_rfc3339(),
+                    stale: false,
+                    cache_age_s: None,
+                },
+            },
+        }
+    }
+
+    const KEY: CacheKey = CacheKey {
+        store: "file:/v.yml",
+        prefix: "convergent",
+        cluster: "web",
+        node: "web-01",
+    };
+
+    #[test]
+    fn falls_back_to_the_next_folder_when_one_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-folder");
+        fs::write(&blocker, "").unwrap();
+        let user = dir.path().join("user-cache");
+        let cache = Cache {
+            dirs: vec![blocker.join("convergent"), user.clone()],
+        };
+        let path = cache.save(&KEY, &document()).unwrap();
+        assert_eq!(path, user.join("web/web-01.json"));
+        let loaded = cache.load(&KEY, SystemTime::now()).unwrap();
+        assert_eq!(loaded.attributes, document());
+        assert!(loaded.age_s < 60);
+    }
+
+    #[test]
+    fn the_default_search_is_system_then_per_user() {
+        let env = |name: &str| (name == "HOME").then(|| "/home/alice".to_string());
+        let cache = Cache::new(None, &env);
+        assert_eq!(
+            cache.dirs,
+            [
+                PathBuf::from(SYSTEM_CACHE_DIR),
+                PathBuf::from("/home/alice/.cache/convergent")
+            ]
+        );
+        let env = |name: &str| (name == "XDG_CACHE_HOME").then(|| "/x".to_string());
+        assert_eq!(
+            Cache::new(None, &env).dirs[1],
+            PathBuf::from("/x/convergent")
+        );
+        assert_eq!(
+            Cache::new(Some("/c".into()), &env).dirs,
+            [PathBuf::from("/c")]
+        );
+    }
+
+    #[test]
+    fn nothing_usable_says_what_was_looked_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            dirs: vec![dir.path().to_path_buf()],
+        };
+        let why = cache.load(&KEY, SystemTime::now()).unwrap_err();
+        assert!(why.contains("web/web-01.json"), "{why}");
+        fs::create_dir_all(dir.path().join("web")).unwrap();
+        fs::write(dir.path().join("web/web-01.json"), "{not json").unwrap();
+        let why = cache.load(&KEY, SystemTime::now()).unwrap_err();
+        assert!(why.contains("damaged"), "{why}");
+    }
+}

@@ -128,7 +128,7 @@ fn merge_node<O: Clone>(
 ) {
     if let (Value::Object(base), Value::Object(over)) = (&mut *node, value) {
         if over.is_empty() {
-            if base.is_empty() {
+            if base.is_empty() && !path.is_empty() {
                 // Both are empty-map leaves: the later one sets it.
                 sources.insert(path.clone(), origin(path));
             }
@@ -195,13 +195,17 @@ pub fn strip_nulls(value: &Value) -> Value {
     }
 }
 
-/// Every leaf of `doc` with its path: scalars, arrays, `null` and empty maps.
+/// Every leaf of `doc` with its path: scalars, arrays, `null` and empty maps
+/// (but an empty document has no leaves).
 pub fn leaves(doc: &Value) -> Vec<(Path, &Value)> {
     leaves_at(doc, &[])
 }
 
 fn leaves_at<'v>(doc: &'v Value, base: &[String]) -> Vec<(Path, &'v Value)> {
     let mut out = Vec::new();
+    if base.is_empty() && doc.as_object().is_some_and(Map::is_empty) {
+        return out;
+    }
     let mut stack: Vec<(Path, &Value)> = vec![(base.to_vec(), doc)];
     while let Some((path, value)) = stack.pop() {
         match value {
@@ -369,6 +373,7 @@ pub fn is_generation(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn entry(key: &str, value: &str) -> Entry {
@@ -541,6 +546,89 @@ mod tests {
             generation(&json!({"state": "off"})),
             generation(&json!({"state": "on"}))
         );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-1000i64..1000).prop_map(|n| json!(n)),
+            "[a-c]{0,2}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn json_map() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map("[a-d]", json_value(), 0..4)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    fn merge_two(a: &Value, b: &Value) -> Sourced<char> {
+        let mut acc = Sourced::empty_map();
+        overlay(&mut acc, &[], a, Nulls::Remove, &|_| 'a').unwrap();
+        overlay(&mut acc, &[], b, Nulls::Remove, &|_| 'b').unwrap();
+        acc
+    }
+
+    proptest! {
+        #[test]
+        fn merge_properties(a in json_map(), b in json_map()) {
+            let m = merge_two(&a, &b);
+            // Every non-null leaf of the overlay is in the result, unchanged.
+            for (path, value) in leaves(&strip_nulls(&b)) {
+                if value.is_object() { continue; } // an empty map merges into what is there
+                prop_assert_eq!(get_path(&m.doc, &path), Some(value));
+                prop_assert_eq!(m.sources.get(&path), Some(&'b'));
+            }
+            // A leaf of the base survives unless the overlay touches its path.
+            for (path, value) in leaves(&strip_nulls(&a)) {
+                // Touched: the overlay has a value at the path itself, or a
+                // non-map at a path above it.
+                let touched = get_path(&b, &path).is_some()
+                    || (0..path.len()).any(|n| get_path(&b, &path[..n]).is_some_and(|v| !v.is_object()));
+                if !touched {
+                    prop_assert_eq!(get_path(&m.doc, &path), Some(value));
+                }
+            }
+            // Map entries set to null never survive a layer merge.
+            if let Value::Object(map) = &m.doc {
+                prop_assert!(map.values().all(|v| !v.is_null()));
+            }
+            // Origins are exactly the leaves.
+            let leaf_paths: Vec<Path> = leaves(&m.doc).into_iter().map(|(p, _)| p).collect();
+            let mut source_paths: Vec<Path> = m.sources.keys().cloned().collect();
+            let mut sorted = leaf_paths.clone();
+            sorted.sort();
+            source_paths.sort();
+            prop_assert_eq!(sorted, source_paths);
+        }
+
+        #[test]
+        fn merging_the_same_overlay_twice_changes_nothing(a in json_map(), b in json_map()) {
+            let once = merge_two(&a, &b).doc;
+            let twice = merge_two(&once, &b).doc;
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn empty_layers_are_neutral(a in json_map()) {
+            let stripped = strip_nulls(&a);
+            prop_assert_eq!(&merge_two(&a, &json!({})).doc, &stripped);
+            prop_assert_eq!(&merge_two(&json!({}), &a).doc, &stripped);
+        }
+
+        #[test]
+        fn folding_one_document_gives_it_back(doc in json_map()) {
+            let entries = [Entry { key: "p/d".into(), value: encode_value(&doc), version: 1 }];
+            let folded = fold("p/d", &entries).unwrap();
+            prop_assert_eq!(folded.map(|f| f.doc), Some(doc));
+        }
     }
 
     #[test]

@@ -260,15 +260,19 @@ fn scalar(s: &str) -> String {
         return s.to_string();
     }
     // A JSON string is a valid YAML double-quoted scalar once the characters
-    // YAML does not allow raw (DEL, C1 controls, U+FFFE/U+FFFF) are escaped
-    // too; JSON already escapes those below U+0020.
+    // YAML does not allow raw (DEL, C1 controls, U+FFFE/U+FFFF) and those
+    // libyaml takes for line breaks (U+2028, U+2029) or a byte-order mark are
+    // escaped too; JSON already escapes those below U+0020.
     let json = serde_json::to_string(s).expect("a string serializes");
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {
-            '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
+            '\u{7f}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{feff}'
+            | '\u{fffe}'
+            | '\u{ffff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }

@@ -489,6 +489,33 @@ mod tests {
     }
 
     #[test]
+    fn compare_and_put_and_delete_follow_versions() {
+        let (_d, store) = store_with("p:\n  k: 1\n");
+        let v1 = store.get("p/k").unwrap().unwrap().version;
+        assert_eq!(
+            store.compare_and_put("p/k", None, b"2".to_vec()).unwrap(),
+            TxnOutcome::Conflict
+        );
+        assert!(matches!(
+            store
+                .compare_and_put("p/k", Some(v1), b"2".to_vec())
+                .unwrap(),
+            TxnOutcome::Committed { .. }
+        ));
+        assert_eq!(
+            store.compare_and_delete("p/k", v1).unwrap(),
+            TxnOutcome::Conflict,
+            "stale version"
+        );
+        let v2 = store.get("p/k").unwrap().unwrap().version;
+        assert!(matches!(
+            store.compare_and_delete("p/k", v2).unwrap(),
+            TxnOutcome::Committed { .. }
+        ));
+        assert_eq!(store.get("p/k").unwrap(), None);
+    }
+
+    #[test]
     fn delete_prunes_emptied_maps_but_not_the_top() {
         let (_d, store) =
             store_with("p:\n  clusters:\n    web:\n      nodes: {n1: {state: 'off'}}\n");

@@ -146,6 +146,51 @@ pub trait Store {
         let mut snapshot = self.read_trees(&[root.to_string()])?;
         Ok((snapshot.trees.pop().unwrap_or_default(), snapshot.revision))
     }
+
+    /// Reads one key (not its sub-keys).
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let (entries, _) = self.read_tree(key)?;
+        Ok(entries.into_iter().find(|e| e.key == key))
+    }
+
+    /// Writes `value` at `key` if the key is still at `expected` (`None`:
+    /// still absent).
+    fn compare_and_put(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<TxnOutcome> {
+        self.commit(&Txn {
+            compares: vec![compare(key, expected)],
+            ops: vec![Op::Put {
+                key: key.to_string(),
+                value,
+            }],
+        })
+    }
+
+    /// Deletes `key` if it is still at version `expected`.
+    fn compare_and_delete(&self, key: &str, expected: u64) -> Result<TxnOutcome> {
+        self.commit(&Txn {
+            compares: vec![compare(key, Some(expected))],
+            ops: vec![Op::Delete {
+                key: key.to_string(),
+            }],
+        })
+    }
+}
+
+fn compare(key: &str, expected: Option<u64>) -> Compare {
+    match expected {
+        Some(version) => Compare::Version {
+            key: key.to_string(),
+            version,
+        },
+        None => Compare::Absent {
+            key: key.to_string(),
+        },
+    }
 }
 
 /// Settings every backend needs.
