@@ -36,6 +36,7 @@ impl Context<'_> {
             &StoreOptions {
                 timeout: self.settings.timeout,
             },
+            self.env,
         )
     }
 

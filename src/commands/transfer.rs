@@ -78,9 +78,16 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
             value: encode_value(doc),
         });
     }
-    match store.commit(&txn)? {
-        TxnOutcome::Committed { .. } => {}
-        TxnOutcome::Conflict => unreachable!("a transaction without compares cannot conflict"),
+    // One transaction where the store allows (the file store always does);
+    // past a store's limits, several.
+    for ops in store.txn_limits().split(txn.ops) {
+        match store.commit(&Txn {
+            compares: Vec::new(),
+            ops,
+        })? {
+            TxnOutcome::Committed { .. } => {}
+            TxnOutcome::Conflict => unreachable!("a transaction without compares cannot conflict"),
+        }
     }
     output::print(&format!(
         "imported {} documents from {} into {}{}\n",

@@ -7,15 +7,21 @@
 //! document as one key (`P/clusters/web/desired = {...}`) or as a subtree of
 //! scalar keys (`.../desired/state = off`): both read the same.
 
+mod consul;
+mod etcd;
 mod file;
+pub mod http;
 mod url;
 
+pub use consul::ConsulStore;
+pub use etcd::EtcdStore;
 pub use file::FileStore;
 pub use url::StoreUrl;
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::Env;
 use crate::error::{Error, Result};
 
 /// Which kind of store a backend talks to.
@@ -93,6 +99,68 @@ pub struct Txn {
     pub ops: Vec<Op>,
 }
 
+/// Limits on one transaction, where the store has them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnLimits {
+    /// Operations per transaction (etcd 128, Consul 64).
+    pub max_ops: Option<usize>,
+    /// Bytes of keys and values per transaction (etcd 1.5 MiB, Consul 512 KiB).
+    pub max_bytes: Option<usize>,
+}
+
+impl Op {
+    /// The key the operation writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+
+    /// Bytes of key and value.
+    pub fn size(&self) -> usize {
+        match self {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+        }
+    }
+}
+
+impl TxnLimits {
+    /// Splits unconditional operations into transactions within the limits,
+    /// puts before deletes: a reader between two of them then sees a new
+    /// document with stale sub-keys still laid over it, never a missing one.
+    pub fn split(&self, ops: Vec<Op>) -> Vec<Vec<Op>> {
+        let fits_one = self.max_ops.is_none_or(|n| ops.len() <= n)
+            && self
+                .max_bytes
+                .is_none_or(|n| ops.iter().map(Op::size).sum::<usize>() <= n);
+        if fits_one {
+            return vec![ops];
+        }
+        let (puts, deletes): (Vec<Op>, Vec<Op>) =
+            ops.into_iter().partition(|op| matches!(op, Op::Put { .. }));
+        let mut chunks: Vec<Vec<Op>> = Vec::new();
+        let mut bytes = 0;
+        for op in puts.into_iter().chain(deletes) {
+            let full = chunks.last().is_none_or(|c| {
+                self.max_ops.is_some_and(|n| c.len() >= n)
+                    || self
+                        .max_bytes
+                        .is_some_and(|n| !c.is_empty() && bytes + op.size() > n)
+                    || (matches!(op, Op::Delete { .. })
+                        && c.iter().any(|o| matches!(o, Op::Put { .. })))
+            });
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += op.size();
+            chunks.last_mut().expect("a chunk was pushed").push(op);
+        }
+        chunks
+    }
+}
+
 /// What became of a [`Txn`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnOutcome {
@@ -134,8 +202,9 @@ pub trait Store {
     /// Applies a compare-and-set transaction.
     fn commit(&self, txn: &Txn) -> Result<TxnOutcome>;
 
-    /// Takes the lock `name`, failing at once with [`Error::LockHeld`] when
-    /// someone else holds it. A holder that dies loses it within `ttl`.
+    /// Takes the lock `name` (its full key, under `P/locks/`), failing at
+    /// once with [`Error::LockHeld`] when someone else holds it. A holder that
+    /// dies loses it within `ttl`; `holder` is what others are told.
     fn lock(&self, name: &str, ttl: Duration, holder: &str) -> Result<Box<dyn HeldLock>>;
 
     /// A feed of changes under the given roots.
@@ -170,6 +239,21 @@ pub trait Store {
         })
     }
 
+    /// How big one transaction may be; bulk writes (`import`) split into
+    /// transactions within these limits.
+    fn txn_limits(&self) -> TxnLimits {
+        TxnLimits::default()
+    }
+
+    /// Fires a store event (a Consul user event) to tell nodes to look now;
+    /// stores without events refuse.
+    fn fire_event(&self, name: &str, _payload: &[u8]) -> Result<()> {
+        Err(Error::config(
+            "store URL",
+            format!("{}: event {name:?} needs a Consul store", self.describe()),
+        ))
+    }
+
     /// Deletes `key` if it is still at version `expected`.
     fn compare_and_delete(&self, key: &str, expected: u64) -> Result<TxnOutcome> {
         self.commit(&Txn {
@@ -200,16 +284,73 @@ pub struct StoreOptions {
     pub timeout: Duration,
 }
 
-/// Opens the store the URL names.
-pub fn open(url: &StoreUrl, options: &StoreOptions) -> Result<Box<dyn Store>> {
+/// Opens the store the URL names. Network backends read their credentials
+/// and TLS files from their own environment variables (`CONSUL_*`,
+/// `ETCDCTL_*`) through `env`.
+pub fn open(url: &StoreUrl, options: &StoreOptions, env: Env) -> Result<Box<dyn Store>> {
     match url {
         StoreUrl::File { path } => Ok(Box::new(FileStore::new(path.clone(), options.timeout))),
-        other => Err(Error::config(
+        StoreUrl::Etcd { .. } => Ok(Box::new(EtcdStore::open(url, options, env)?)),
+        StoreUrl::Consul { .. } => Ok(Box::new(ConsulStore::open(url, options, env)?)),
+        StoreUrl::ZooKeeper { .. } => Err(Error::config(
             "store URL",
-            format!(
-                "{other}: the {} backend is not available in this build yet",
-                other.kind()
-            ),
+            format!("{url}: the ZooKeeper backend is not available in this build yet"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, size: usize) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: vec![b'x'; size],
+        }
+    }
+
+    #[test]
+    fn small_batches_stay_one_transaction() {
+        let ops = vec![put("a", 1), Op::Delete { key: "b".into() }];
+        let limits = TxnLimits {
+            max_ops: Some(64),
+            max_bytes: Some(1000),
+        };
+        assert_eq!(limits.split(ops.clone()), vec![ops]);
+    }
+
+    #[test]
+    fn large_batches_split_by_count_and_size_puts_first() {
+        let mut ops: Vec<Op> = (0..5)
+            .map(|i| Op::Delete {
+                key: format!("d{i}"),
+            })
+            .collect();
+        ops.extend((0..10).map(|i| put(&format!("p{i}"), 10)));
+        let limits = TxnLimits {
+            max_ops: Some(4),
+            max_bytes: Some(35),
+        };
+        let chunks = limits.split(ops);
+        assert!(chunks
+            .iter()
+            .all(|c| c.len() <= 4 && c.iter().map(Op::size).sum::<usize>() <= 35));
+        let flat: Vec<&Op> = chunks.iter().flatten().collect();
+        assert_eq!(flat.len(), 15);
+        let first_delete = flat
+            .iter()
+            .position(|o| matches!(o, Op::Delete { .. }))
+            .unwrap();
+        assert!(
+            flat[first_delete..]
+                .iter()
+                .all(|o| matches!(o, Op::Delete { .. })),
+            "puts come first"
+        );
+        assert!(chunks
+            .iter()
+            .all(|c| !(c.iter().any(|o| matches!(o, Op::Put { .. }))
+                && c.iter().any(|o| matches!(o, Op::Delete { .. })))));
     }
 }

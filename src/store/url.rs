@@ -1,10 +1,17 @@
-//! Store URLs: `file:PATH`, `consul://H:P`, `etcd://H:P,H:P`, `zk://H:P/chroot`.
+//! Store URLs: `file:PATH`, `consul://H:P`, `etcd://H:P,H:P`, `zk://H:P/chroot`,
+//! network ones optionally with backend options as a query
+//! (`consul://h:8500?dc=dc2&consistency=stale`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::StoreKind;
+use crate::error::Error;
+
+/// Backend options given as a query; each backend says which it accepts.
+pub type Options = BTreeMap<String, String>;
 
 /// Where the shared view lives, parsed from `--store` / `CONVERGENT_STORE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,13 +22,19 @@ pub enum StoreUrl {
     Consul {
         https: bool,
         address: Option<String>,
+        options: Options,
     },
     /// `etcd://H:P[,H:P…]`, `etcd+https://…`; no endpoints means `ETCDCTL_ENDPOINTS`.
-    Etcd { https: bool, endpoints: Vec<String> },
+    Etcd {
+        https: bool,
+        endpoints: Vec<String>,
+        options: Options,
+    },
     /// `zk://H:P[,H:P…][/chroot]`.
     ZooKeeper {
         servers: Vec<String>,
         chroot: Option<String>,
+        options: Options,
     },
 }
 
@@ -35,19 +48,50 @@ impl StoreUrl {
             StoreUrl::ZooKeeper { .. } => StoreKind::ZooKeeper,
         }
     }
+
+    /// The URL's options (none for a file).
+    pub fn options(&self) -> Option<&Options> {
+        match self {
+            StoreUrl::File { .. } => None,
+            StoreUrl::Consul { options, .. }
+            | StoreUrl::Etcd { options, .. }
+            | StoreUrl::ZooKeeper { options, .. } => Some(options),
+        }
+    }
+
+    /// The options, after checking each is one the backend knows (exit 78
+    /// naming it otherwise).
+    pub fn check_options(&self, known: &[&str]) -> Result<Options, Error> {
+        let options = self.options().cloned().unwrap_or_default();
+        if let Some(unknown) = options.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(Error::config(
+                format!("store URL {self}"),
+                format!(
+                    "unknown option {unknown:?}; the {} backend knows: {}",
+                    self.kind(),
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(options)
+    }
 }
 
-const SCHEMES: &str = "file:PATH, consul://HOST:PORT, consul+https://HOST:PORT, etcd://HOST:PORT[,HOST:PORT…], etcd+https://…, zk://HOST:PORT[,HOST:PORT…][/chroot]";
+const SCHEMES: &str = "file:PATH, consul://HOST:PORT, consul+https://HOST:PORT, \
+    etcd://HOST:PORT[,HOST:PORT…], etcd+https://…, zk://HOST:PORT[,HOST:PORT…][/chroot]";
 
 impl FromStr for StoreUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Checked first, so that no message below can echo a password.
+        let authority = s.split('/').nth(2).unwrap_or_default();
         if !s.starts_with("file:")
-            && s.split('/')
-                .nth(2)
-                .is_some_and(|authority| authority.contains('@'))
+            && authority
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .contains('@')
         {
             return Err(credentials_refused(s));
         }
@@ -56,18 +100,22 @@ impl FromStr for StoreUrl {
                 "store URL {s:?} has no scheme; expected one of {SCHEMES}"
             ));
         };
-        match scheme {
-            "file" => {
-                let path = rest.strip_prefix("//").unwrap_or(rest);
-                if path.is_empty() {
-                    return Err(format!("store URL {s:?} names no file"));
-                }
-                Ok(StoreUrl::File {
-                    path: PathBuf::from(path),
-                })
+        if scheme == "file" {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(format!("store URL {s:?} names no file"));
             }
+            return Ok(StoreUrl::File {
+                path: PathBuf::from(path),
+            });
+        }
+        let (rest, options) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, parse_query(s, query)?),
+            None => (rest, Options::new()),
+        };
+        match scheme {
             "consul" | "consul+http" | "consul+https" => {
-                let authority = authority(s, rest)?;
+                let authority = authority_of(s, rest)?;
                 let address = match authority {
                     "" => None,
                     a => Some(host_port(s, a)?.to_string()),
@@ -75,14 +123,15 @@ impl FromStr for StoreUrl {
                 Ok(StoreUrl::Consul {
                     https: scheme == "consul+https",
                     address,
+                    options,
                 })
             }
             "etcd" | "etcd+http" | "etcd+https" => {
-                let authority = authority(s, rest)?;
-                let endpoints = host_list(s, authority)?;
+                let endpoints = host_list(s, authority_of(s, rest)?)?;
                 Ok(StoreUrl::Etcd {
                     https: scheme == "etcd+https",
                     endpoints,
+                    options,
                 })
             }
             "zk" | "zookeeper" => {
@@ -93,9 +142,6 @@ impl FromStr for StoreUrl {
                     Some(i) => (&body[..i], Some(body[i..].to_string())),
                     None => (body, None),
                 };
-                if hosts.contains('@') {
-                    return Err(credentials_refused(s));
-                }
                 let servers = host_list(s, hosts)?;
                 if servers.is_empty() {
                     return Err(format!("store URL {s:?} names no ZooKeeper server"));
@@ -110,6 +156,7 @@ impl FromStr for StoreUrl {
                 Ok(StoreUrl::ZooKeeper {
                     servers,
                     chroot: chroot.filter(|c| c != "/"),
+                    options,
                 })
             }
             other => Err(format!(
@@ -117,6 +164,25 @@ impl FromStr for StoreUrl {
             )),
         }
     }
+}
+
+fn parse_query(url: &str, query: &str) -> Result<Options, String> {
+    let mut options = Options::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() && !value.is_empty() => {
+                if options.insert(key.to_string(), value.to_string()).is_some() {
+                    return Err(format!("store URL {url:?}: option {key:?} is given twice"));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "store URL {url:?}: option {pair:?} is not NAME=VALUE"
+                ))
+            }
+        }
+    }
+    Ok(options)
 }
 
 fn credentials_refused(url: &str) -> String {
@@ -127,14 +193,11 @@ fn credentials_refused(url: &str) -> String {
     )
 }
 
-fn authority<'a>(url: &str, rest: &'a str) -> Result<&'a str, String> {
+fn authority_of<'a>(url: &str, rest: &'a str) -> Result<&'a str, String> {
     let body = rest
         .strip_prefix("//")
         .ok_or_else(|| format!("store URL {url:?} must have the form scheme://HOST:PORT"))?;
     let authority = body.strip_suffix('/').unwrap_or(body);
-    if authority.contains('@') {
-        return Err(credentials_refused(url));
-    }
     if authority.contains('/') {
         return Err(format!("store URL {url:?} must not have a path"));
     }
@@ -152,38 +215,57 @@ fn host_list(url: &str, hosts: &str) -> Result<Vec<String>, String> {
 }
 
 fn host_port<'a>(url: &str, hp: &'a str) -> Result<&'a str, String> {
-    let Some((host, port)) = hp.rsplit_once(':') else {
-        return Err(format!("store URL {url:?}: {hp:?} is not HOST:PORT"));
-    };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("store URL {url:?}: {hp:?} is not HOST:PORT"));
+    match hp.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(hp),
+        _ => Err(format!("store URL {url:?}: {hp:?} is not HOST:PORT")),
     }
-    Ok(hp)
+}
+
+fn write_options(f: &mut fmt::Formatter<'_>, options: &Options) -> fmt::Result {
+    for (i, (k, v)) in options.iter().enumerate() {
+        write!(f, "{}{k}={v}", if i == 0 { '?' } else { '&' })?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tls = |https: bool| if https { "+https" } else { "" };
         match self {
             StoreUrl::File { path } => write!(f, "file:{}", path.display()),
-            StoreUrl::Consul { https, address } => write!(
-                f,
-                "consul{}://{}",
-                if *https { "+https" } else { "" },
-                address.as_deref().unwrap_or("")
-            ),
-            StoreUrl::Etcd { https, endpoints } => write!(
-                f,
-                "etcd{}://{}",
-                if *https { "+https" } else { "" },
-                endpoints.join(",")
-            ),
-            StoreUrl::ZooKeeper { servers, chroot } => {
+            StoreUrl::Consul {
+                https,
+                address,
+                options,
+            } => {
+                write!(
+                    f,
+                    "consul{}://{}",
+                    tls(*https),
+                    address.as_deref().unwrap_or("")
+                )?;
+                write_options(f, options)
+            }
+            StoreUrl::Etcd {
+                https,
+                endpoints,
+                options,
+            } => {
+                write!(f, "etcd{}://{}", tls(*https), endpoints.join(","))?;
+                write_options(f, options)
+            }
+            StoreUrl::ZooKeeper {
+                servers,
+                chroot,
+                options,
+            } => {
                 write!(
                     f,
                     "zk://{}{}",
                     servers.join(","),
                     chroot.as_deref().unwrap_or("")
-                )
+                )?;
+                write_options(f, options)
             }
         }
     }
@@ -199,8 +281,11 @@ mod tests {
             "file:fixtures/view.yml",
             "consul://127.0.0.1:8500",
             "consul+https://consul.example:8501",
+            "consul://",
+            "consul://127.0.0.1:8500?consistency=stale&dc=dc2",
             "etcd://127.0.0.1:2379,127.0.0.1:22379",
             "etcd+https://e1:2379",
+            "etcd://127.0.0.1:2379?password_file=/etc/convergent/etcd.pw",
             "zk://127.0.0.1:2181,127.0.0.1:2182/convergent",
         ] {
             let parsed: StoreUrl = url.parse().unwrap();
@@ -218,14 +303,40 @@ mod tests {
     fn refuses_unknown_schemes_credentials_and_bad_ports() {
         let err = "redis://h:1".parse::<StoreUrl>().unwrap_err();
         assert!(err.contains("unknown store scheme \"redis\""), "{err}");
-        let err = "etcd://root:secret@h:2379".parse::<StoreUrl>().unwrap_err();
-        assert!(
-            err.contains("credentials") && !err.contains("secret"),
-            "{err}"
-        );
+        for url in [
+            "etcd://root:secret@h:2379",
+            "redis://u:secret@h:1",
+            "zk://u:secret@h:1/x",
+        ] {
+            let err = url.parse::<StoreUrl>().unwrap_err();
+            assert!(
+                err.contains("credentials") && !err.contains("secret"),
+                "{err}"
+            );
+        }
+        assert!("file:/home/me@corp/view.yml".parse::<StoreUrl>().is_ok());
         assert!("etcd://h:port".parse::<StoreUrl>().is_err());
         assert!("consul://h".parse::<StoreUrl>().is_err());
         assert!("file:".parse::<StoreUrl>().is_err());
         assert!("nonsense".parse::<StoreUrl>().is_err());
+        assert!("consul://h:1?dc".parse::<StoreUrl>().is_err());
+        assert!("consul://h:1?dc=a&dc=b".parse::<StoreUrl>().is_err());
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        let url: StoreUrl = "consul://h:1?datacenter=x".parse().unwrap();
+        let err = url
+            .check_options(&["dc", "consistency"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"datacenter\"") && err.contains("dc, consistency"),
+            "{err}"
+        );
+        assert_eq!(
+            url.check_options(&["datacenter"]).unwrap()["datacenter"],
+            "x"
+        );
     }
 }

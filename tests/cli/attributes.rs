@@ -67,10 +67,7 @@ fn prints_the_documented_shape(backend: Backend) {
     assert_eq!(source["stale"], false);
     assert_eq!(source["cache_age_s"], Value::Null);
     assert!(source["fetched_at"].as_str().unwrap().ends_with('Z'));
-    let store_name = match backend {
-        Backend::File => "file",
-    };
-    assert_eq!(source["store"], store_name);
+    assert_eq!(source["store"], backend.store_name());
 
     // A cluster no rollout touches has `rollout: null`.
     assert_eq!(

@@ -168,3 +168,27 @@ fn version_and_completions() {
         );
     }
 }
+
+#[test]
+fn the_bundled_example_config_works_from_the_repository_root() {
+    let h = Harness::new(Backend::File);
+    let out = h
+        .cmd()
+        .env_remove("CONVERGENT_STORE")
+        .env_remove("CONVERGENT_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "--config",
+            "fixtures/config/good.yml",
+            "attributes",
+            "--cluster",
+            "web",
+            "--node",
+            "web-02",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["convergent"]["desired"]["version"], "2.4.1");
+}

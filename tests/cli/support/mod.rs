@@ -3,6 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod consul_agent;
+pub mod consul_double;
+pub mod etcd;
+
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -20,15 +25,36 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A kind of store the suite runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// A YAML file in the test's temporary folder.
     File,
+    /// A real etcd started for the test.
+    Etcd,
+    /// The in-process HTTP double of Consul's API.
+    ConsulDouble,
+    /// A real `consul agent -dev`, when `CONVERGENT_TEST_CONSUL_BIN` names one.
+    Consul,
+}
+
+impl Backend {
+    /// The `source.store` name `attributes` reports.
+    pub fn store_name(self) -> &'static str {
+        match self {
+            Backend::File => "file",
+            Backend::Etcd => "etcd",
+            Backend::ConsulDouble | Backend::Consul => "consul",
+        }
+    }
 }
 
 /// One test's own store, cache folder and config file, all in a temporary
-/// folder that disappears with it.
+/// folder that disappears with it. A server started for the test is stopped
+/// when the harness is dropped, also when the test fails.
 pub struct Harness {
     pub dir: TempDir,
     pub backend: Backend,
     pub store_url: String,
+    /// The server behind the store, if any; dropped (stopped) with the harness.
+    server: Option<Box<dyn Any>>,
 }
 
 impl Harness {
@@ -36,14 +62,59 @@ impl Harness {
     pub fn new(backend: Backend) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("config.yml"), "").unwrap();
-        let store_url = match backend {
-            Backend::File => format!("file:{}", dir.path().join("view.yml").display()),
+        let (store_url, server): (String, Option<Box<dyn Any>>) = match backend {
+            Backend::File => (
+                format!("file:{}", dir.path().join("view.yml").display()),
+                None,
+            ),
+            Backend::Etcd => {
+                let server = etcd::EtcdServer::start();
+                (
+                    format!("etcd://{}", server.client_addr()),
+                    Some(Box::new(server)),
+                )
+            }
+            Backend::ConsulDouble => {
+                let double = consul_double::ConsulDouble::start();
+                (
+                    format!("consul://{}", double.address()),
+                    Some(Box::new(double)),
+                )
+            }
+            Backend::Consul => {
+                let agent = consul_agent::ConsulAgent::start();
+                (
+                    format!("consul://{}", agent.address()),
+                    Some(Box::new(agent)),
+                )
+            }
         };
         Harness {
             dir,
             backend,
             store_url,
+            server,
         }
+    }
+
+    /// A harness on a store someone else runs (a cluster a test manages).
+    pub fn on(backend: Backend, store_url: String) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.yml"), "").unwrap();
+        Harness {
+            dir,
+            backend,
+            store_url,
+            server: None,
+        }
+    }
+
+    /// The etcd server behind an etcd harness.
+    pub fn etcd(&mut self) -> &mut etcd::EtcdServer {
+        self.server
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<etcd::EtcdServer>())
+            .expect("an etcd harness")
     }
 
     /// A store holding the bundled fixture view.
@@ -62,6 +133,9 @@ impl Harness {
     /// `convergent` makes: how a hand edit or another tool would.
     pub fn put_document(&self, key: &str, doc: Value) {
         match self.backend {
+            Backend::Etcd | Backend::ConsulDouble | Backend::Consul => {
+                self.put_raw(key, serde_json::to_vec(&doc).unwrap().as_slice())
+            }
             Backend::File => {
                 let path = self.store_file();
                 let mut tree: Value =
@@ -77,6 +151,29 @@ impl Harness {
                 *node = doc;
                 std::fs::write(&path, serde_yaml::to_string(&tree).unwrap()).unwrap();
             }
+        }
+    }
+
+    /// Writes raw bytes at a key of a network store, as `etcdctl put` or
+    /// `consul kv put` would: no checks at all.
+    pub fn put_raw(&self, key: &str, value: &[u8]) {
+        let address = self
+            .store_url
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split(['?', ','])
+            .next()
+            .unwrap();
+        match self.backend {
+            Backend::Etcd => etcd::put(address, key, value),
+            Backend::ConsulDouble | Backend::Consul => {
+                let mut response = ureq::put(&format!("http://{address}/v1/kv/{key}"))
+                    .send(value)
+                    .expect("consul put");
+                assert_eq!(response.body_mut().read_to_string().unwrap().trim(), "true");
+            }
+            Backend::File => panic!("a file store holds typed YAML, not raw bytes"),
         }
     }
 
@@ -170,7 +267,9 @@ pub fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
     }
 }
 
-/// Instantiates test bodies `fn name(backend: Backend)` once per backend.
+/// Instantiates test bodies `fn name(backend: Backend)` once per backend:
+/// the file store, a real etcd, the Consul double, and a real Consul agent
+/// (which skips, saying so, unless `CONVERGENT_TEST_CONSUL_BIN` is set).
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod file_store {
