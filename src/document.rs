@@ -152,10 +152,11 @@ fn merge_node<O: Clone>(
             }
             path.pop();
         }
-        if base.is_empty() {
-            if let Some(o) = was_leaf {
-                sources.insert(path.clone(), o);
-            }
+        // Left empty (every key removed by a null): an empty-map leaf again,
+        // set by whoever emptied it unless it was empty to begin with.
+        if base.is_empty() && !path.is_empty() {
+            let o = was_leaf.unwrap_or_else(|| origin(path));
+            sources.insert(path.clone(), o);
         }
         return;
     }

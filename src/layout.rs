@@ -128,6 +128,10 @@ impl Layout {
         format!("{}/{}", self.prefix, relative)
     }
 
+    /// The sections of a view under the prefix, in the order a file shows
+    /// them; everything else under `P/` (locks) is not part of the view.
+    pub const SECTIONS: [&'static str; 4] = ["clusters", "defaults", "observed", "rollouts"];
+
     /// `P/defaults`
     pub fn defaults(&self) -> String {
         self.key("defaults")
@@ -183,6 +187,24 @@ impl Layout {
         self.key("locks")
     }
 
+    /// Splits a key relative to the prefix into the document that holds it
+    /// and the path inside that document: `clusters/web/desired/app/port`
+    /// is `app.port` of the document `clusters/web/desired`. Keys above the
+    /// documents (`clusters/web`) are their own root.
+    pub fn document_of(relative: &str) -> (String, Vec<&str>) {
+        let segments: Vec<&str> = relative.split('/').collect();
+        let depth = match segments.as_slice() {
+            ["defaults", ..] => 1,
+            ["clusters", _, "nodes", _, ..] => 4,
+            ["clusters", _, "schema" | "desired" | "history", ..] => 3,
+            ["rollouts", _, ..] => 2,
+            ["observed", _, _, ..] => 3,
+            _ => segments.len(),
+        };
+        let depth = depth.min(segments.len());
+        (segments[..depth].join("/"), segments[depth..].to_vec())
+    }
+
     /// The key relative to the prefix, or `None` when it is outside it.
     pub fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
         key.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
@@ -220,6 +242,30 @@ mod tests {
         assert!("apps//x".parse::<Prefix>().is_err());
         assert!("/apps".parse::<Prefix>().is_err());
         assert!("a/../b".parse::<Prefix>().is_err());
+    }
+
+    #[test]
+    fn keys_inside_documents_find_their_document() {
+        assert_eq!(
+            Layout::document_of("clusters/web/desired/app/port"),
+            ("clusters/web/desired".to_string(), vec!["app", "port"])
+        );
+        assert_eq!(
+            Layout::document_of("clusters/web/nodes/web-07/state"),
+            ("clusters/web/nodes/web-07".to_string(), vec!["state"])
+        );
+        assert_eq!(
+            Layout::document_of("defaults"),
+            ("defaults".to_string(), vec![])
+        );
+        assert_eq!(
+            Layout::document_of("clusters/web"),
+            ("clusters/web".to_string(), vec![])
+        );
+        assert_eq!(
+            Layout::document_of("observed/web/web-01/generation"),
+            ("observed/web/web-01".to_string(), vec!["generation"])
+        );
     }
 
     #[test]

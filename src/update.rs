@@ -2,9 +2,10 @@
 //!
 //! One read of all the documents involved, a change computed from them, and
 //! one transaction that applies only if none of what was read has changed.
-//! A conflict re-reads and tries again; so does a store error, because a write
-//! that timed out has an unknown outcome: the re-read shows whether it landed
-//! (then the change computes to "nothing to do").
+//! A conflict re-reads and tries again. So does a write whose answer was lost
+//! (its outcome is unknown): the re-read shows whether it landed, and then the
+//! change computes to "nothing to do". An unavailable store is not waited out
+//! here — the store already retried within `--timeout`.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -37,18 +38,20 @@ where
     F: FnMut(&Current) -> Result<Option<Vec<Option<Value>>>>,
 {
     let mut last_problem = String::new();
+    // A write whose answer was lost: the next read tells whether it landed.
+    let mut unknown_outcome: Option<Error> = None;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             thread::sleep(backoff(attempt));
         }
+        // The store already retried within --timeout: an unavailable store
+        // is final here, not something to wait out ten times over.
         let snapshot = match store.read_trees(keys) {
             Ok(s) => s,
-            Err(e) if e.is_unavailable() && attempt + 1 < MAX_ATTEMPTS => {
-                last_problem = e.to_string();
-                continue;
-            }
+            Err(e) if e.is_unavailable() => return Err(unknown_outcome.unwrap_or(e)),
             Err(e) => return Err(e),
         };
+        unknown_outcome = None;
         let docs = keys
             .iter()
             .zip(&snapshot.trees)
@@ -67,16 +70,18 @@ where
             Ok(TxnOutcome::Conflict) => {
                 last_problem = "another writer changed it first".into();
             }
-            Err(e) if e.is_unavailable() => last_problem = e.to_string(),
+            // Applied or not, the compare-and-set makes a second try safe:
+            // if it landed, the re-read finds nothing left to do.
+            Err(e) if e.is_unavailable() => unknown_outcome = Some(e),
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Conflict {
+    Err(unknown_outcome.unwrap_or_else(|| Error::Conflict {
         key: keys.first().cloned().unwrap_or_default(),
         reason: format!(
             "gave up after {MAX_ATTEMPTS} attempts ({last_problem}); nothing else was changed, try again"
         ),
-    })
+    }))
 }
 
 /// The transaction that writes `new` where `current` was read: every entry

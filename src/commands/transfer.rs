@@ -3,15 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::atomic_file;
 use crate::cli::{ExportArgs, GetArgs, ImportArgs};
 use crate::commands::Context;
-use crate::document::{encode_value, fold};
+use crate::document::{encode_value, fold, get_path};
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::output::{self, Format};
-use crate::store::{Op, StoreUrl, Txn, TxnOutcome};
+use crate::store::{Entry, Op, StoreUrl, Txn, TxnOutcome};
 use crate::{view, view_file};
 
 /// Runs `get`.
@@ -27,12 +28,20 @@ pub fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
             args.key
         )));
     }
-    let key = ctx.layout().key(relative);
+    let layout = ctx.layout();
+    let key = layout.key(relative);
+    // The value may sit inside a document stored whole at a key above it.
+    let (document, inner) = Layout::document_of(relative);
+    let root = layout.key(&document);
     let store = ctx.open_store()?;
-    let (entries, _) = store.read_tree(&key)?;
-    let doc = fold(&key, &entries)?
+    let (entries, _) = store.read_tree(&root)?;
+    let folded = fold(&root, &entries)?.map(|s| s.doc);
+    let inner: Vec<String> = inner.iter().map(|s| s.to_string()).collect();
+    let value = folded
+        .as_ref()
+        .and_then(|doc| get_path(doc, &inner))
         .ok_or_else(|| Error::bad_key(&key, "nothing is stored at this key"))?;
-    output::print(&output::render(&doc.doc, ctx.format_or(Format::Json)))
+    output::print(&output::render(value, ctx.format_or(Format::Json)))
 }
 
 /// Runs `import`: checks the whole file first, then writes every document
@@ -50,18 +59,23 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
     let store = ctx.open_store()?;
     // Importing into a file store creates the file.
     let creating = matches!(&ctx.settings.store, StoreUrl::File { path } if !path.exists());
-    let existing = if creating {
+    let sections: Vec<String> = Layout::SECTIONS.iter().map(|s| layout.key(s)).collect();
+    let existing: Vec<Entry> = if creating {
         Vec::new()
     } else {
-        store.read_tree(layout.root())?.0
+        store
+            .read_trees(&sections)?
+            .trees
+            .into_iter()
+            .flatten()
+            .collect()
     };
 
     let doc_keys: BTreeSet<&str> = split.documents.iter().map(|(k, _)| k.as_str()).collect();
     let under = |key: &str, root: &str| key == root || key.starts_with(&format!("{root}/"));
-    let locks = layout.locks();
     let mut txn = Txn::default();
     for entry in &existing {
-        if under(&entry.key, &locks) || doc_keys.contains(entry.key.as_str()) {
+        if doc_keys.contains(entry.key.as_str()) {
             continue;
         }
         let folded_into_a_document = doc_keys.iter().any(|d| under(&entry.key, d));
@@ -106,11 +120,16 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
 pub fn export(ctx: &Context, args: &ExportArgs) -> Result<()> {
     let layout = ctx.layout();
     let store = ctx.open_store()?;
-    let (entries, _) = store.read_tree(layout.root())?;
-    let mut view = fold(layout.root(), &entries)?.map_or_else(|| json!({}), |s| s.doc);
-    if let Value::Object(map) = &mut view {
-        map.remove("locks");
+    // The view's sections, read in one call; locks are not part of a view.
+    let sections: Vec<String> = Layout::SECTIONS.iter().map(|s| layout.key(s)).collect();
+    let snapshot = store.read_trees(&sections)?;
+    let mut view = Map::new();
+    for ((name, key), entries) in Layout::SECTIONS.iter().zip(&sections).zip(&snapshot.trees) {
+        if let Some(section) = fold(key, entries)? {
+            view.insert(name.to_string(), section.doc);
+        }
     }
+    let view = Value::Object(view);
     let segments: Vec<&str> = ctx.settings.prefix.segments().collect();
     let tree = segments.iter().rev().fold(view, |inner, segment| {
         Value::Object(Map::from_iter([(segment.to_string(), inner)]))

@@ -68,6 +68,13 @@ fn prints_the_documented_shape(backend: Backend) {
     assert_eq!(source["cache_age_s"], Value::Null);
     assert!(source["fetched_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(source["store"], backend.store_name());
+    match backend {
+        Backend::File => assert_eq!(source["revision"], Value::Null),
+        _ => assert!(
+            source["revision"].as_u64().is_some_and(|r| r > 0),
+            "{source:?}"
+        ),
+    }
 
     // A cluster no rollout touches has `rollout: null`.
     assert_eq!(

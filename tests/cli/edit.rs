@@ -17,6 +17,7 @@ store_suite! {
     unset_removes_keys_and_whole_overrides,
     removing_the_required_state_is_refused,
     setting_what_is_already_there_writes_nothing,
+    concurrent_sets_lose_no_update,
 }
 
 fn set_changes_one_document_and_records_who(backend: Backend) {
@@ -206,9 +207,8 @@ fn setting_what_is_already_there_writes_nothing(backend: Backend) {
     assert_eq!(h.export(), before, "no history entry for a no-op");
 }
 
-#[test]
-fn concurrent_sets_lose_no_update() {
-    let h = Harness::with_fixture(Backend::File);
+fn concurrent_sets_lose_no_update(backend: Backend) {
+    let h = Harness::with_fixture(backend);
     const EACH: usize = 15;
     let writers: Vec<_> = ["a", "b"]
         .iter()

@@ -9,6 +9,8 @@ mod attributes;
 mod cache;
 mod config;
 mod edit;
+mod etcd;
 mod explain;
+mod stores;
 mod transfer;
 mod validate;

@@ -41,6 +41,111 @@ pub struct EtcdServer {
     dir: TempDir,
     args: Vec<String>,
     child: Option<Child>,
+    /// TLS material when the client API is served over https.
+    tls: Option<TestCerts>,
+}
+
+/// A throwaway CA with a server certificate for 127.0.0.1 and a client
+/// certificate, made with `openssl` in a temporary folder. The server
+/// certificate also allows client use: etcd 3.4's gateway presents it to its
+/// own gRPC server when client certificates are required.
+pub struct TestCerts {
+    pub dir: TempDir,
+}
+
+impl TestCerts {
+    /// Makes the CA and certificates.
+    pub fn new() -> TestCerts {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=convergent test CA",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("client.ext"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        for who in ["server", "client"] {
+            let (key, csr, pem, ext) = (
+                format!("{who}.key"),
+                format!("{who}.csr"),
+                format!("{who}.pem"),
+                format!("{who}.ext"),
+            );
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        TestCerts { dir }
+    }
+
+    /// A file of the set: `ca.pem`, `server.pem`, `client.key`, …
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
 }
 
 impl EtcdServer {
@@ -49,7 +154,7 @@ impl EtcdServer {
         for attempt in 0.. {
             let (client, peer) = (free_port(), free_port());
             let cluster = format!("solo=http://127.0.0.1:{peer}");
-            let mut server = EtcdServer::spawn("solo", client, peer, &cluster);
+            let mut server = EtcdServer::spawn("solo", client, peer, &cluster, None);
             match server.wait_ready() {
                 Ok(()) => return server,
                 // Another test may have taken the port between pick and bind.
@@ -62,25 +167,49 @@ impl EtcdServer {
         unreachable!()
     }
 
-    fn spawn(name: &str, client_port: u16, peer_port: u16, initial_cluster: &str) -> EtcdServer {
+    /// A single member serving clients over https only, requiring client
+    /// certificates signed by the test CA.
+    pub fn start_tls() -> EtcdServer {
+        let certs = TestCerts::new();
+        let (client, peer) = (free_port(), free_port());
+        let cluster = format!("solo=http://127.0.0.1:{peer}");
+        let mut server = EtcdServer::spawn("solo", client, peer, &cluster, Some(certs));
+        server
+            .wait_ready()
+            .unwrap_or_else(|e| panic!("etcd with TLS did not start: {e}"));
+        server
+    }
+
+    fn spawn(
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: &str,
+        tls: Option<TestCerts>,
+    ) -> EtcdServer {
         let dir = tempfile::tempdir().unwrap();
-        let args = vec![
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut args = vec![
             "--name".to_string(),
             name.to_string(),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
             "--listen-client-urls".into(),
-            format!("http://127.0.0.1:{client_port}"),
+            format!("{scheme}://127.0.0.1:{client_port}"),
             "--advertise-client-urls".into(),
-            format!("http://127.0.0.1:{client_port}"),
+            format!("{scheme}://127.0.0.1:{client_port}"),
             "--listen-peer-urls".into(),
             format!("http://127.0.0.1:{peer_port}"),
             "--initial-advertise-peer-urls".into(),
             format!("http://127.0.0.1:{peer_port}"),
             "--initial-cluster".into(),
             initial_cluster.to_string(),
+            // One token per cluster: members with different tokens refuse each other.
             "--initial-cluster-token".into(),
-            format!("convergent-test-{client_port}"),
+            format!(
+                "ct-{}",
+                initial_cluster.replace([':', '/', '=', ',', '.'], "")
+            ),
             "--initial-cluster-state".into(),
             "new".into(),
             // Fast elections, so fault tests do not wait long.
@@ -89,6 +218,17 @@ impl EtcdServer {
             "--election-timeout".into(),
             "500".into(),
         ];
+        if let Some(certs) = &tls {
+            for (flag, file) in [
+                ("--cert-file", "server.pem"),
+                ("--key-file", "server.key"),
+                ("--trusted-ca-file", "ca.pem"),
+            ] {
+                args.push(flag.into());
+                args.push(certs.path(file));
+            }
+            args.push("--client-cert-auth".into());
+        }
         let mut server = EtcdServer {
             name: name.to_string(),
             client_port,
@@ -96,6 +236,7 @@ impl EtcdServer {
             dir,
             args,
             child: None,
+            tls,
         };
         server.launch();
         server
@@ -131,15 +272,36 @@ impl EtcdServer {
         format!("127.0.0.1:{}", self.client_port)
     }
 
+    /// The TLS material of a TLS member.
+    pub fn certs(&self) -> &TestCerts {
+        self.tls.as_ref().expect("a TLS member")
+    }
+
     /// Whether `/health` answers true.
     pub fn healthy(&self) -> bool {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(1)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+            .http_status_as_error(false);
+        let scheme = match &self.tls {
+            None => "http",
+            Some(certs) => {
+                let read = |name: &str| std::fs::read(certs.path(name)).unwrap();
+                let ca = Certificate::from_pem(&read("ca.pem")).unwrap();
+                let cert = Certificate::from_pem(&read("client.pem")).unwrap();
+                let key = PrivateKey::from_pem(&read("client.key")).unwrap();
+                config = config.tls_config(
+                    TlsConfig::builder()
+                        .root_certs(RootCerts::new_with_certs(&[ca]))
+                        .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
+                        .build(),
+                );
+                "https"
+            }
+        };
+        let agent: ureq::Agent = config.build().into();
         agent
-            .get(&format!("http://{}/health", self.client_addr()))
+            .get(&format!("{scheme}://{}/health", self.client_addr()))
             .call()
             .ok()
             .and_then(|mut r| r.body_mut().read_to_string().ok())
@@ -216,10 +378,16 @@ impl EtcdServer {
         let _ = child.wait();
     }
 
-    /// Turns authentication on, with `root` and a user `name` whose role may
-    /// read and write everything under `prefix`.
-    pub fn enable_auth(&self, root_password: &str, name: &str, password: &str, prefix: &str) {
-        let addr = self.client_addr();
+    /// Turns authentication on at `addr`, with `root` and a user `name` whose
+    /// role may read and write everything under `prefix`.
+    pub fn enable_auth_at(
+        addr: &str,
+        root_password: &str,
+        name: &str,
+        password: &str,
+        prefix: &str,
+    ) {
+        let addr = addr.to_string();
         let range_end = {
             let mut end = prefix.as_bytes().to_vec();
             *end.last_mut().unwrap() += 1;
@@ -274,7 +442,7 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .map(|(i, (client, peer))| {
-                EtcdServer::spawn(&format!("m{i}"), *client, *peer, &initial)
+                EtcdServer::spawn(&format!("m{i}"), *client, *peer, &initial, None)
             })
             .collect();
         for m in &mut members {

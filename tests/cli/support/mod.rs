@@ -6,6 +6,7 @@
 pub mod consul_agent;
 pub mod consul_double;
 pub mod etcd;
+pub mod proxy;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -277,6 +278,14 @@ macro_rules! store_suite {
                 #[test]
                 fn $name() {
                     super::$name($crate::support::Backend::File);
+                }
+            )*
+        }
+        mod etcd_store {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::support::Backend::Etcd);
                 }
             )*
         }
