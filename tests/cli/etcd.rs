@@ -242,6 +242,34 @@ fn auth_with_a_user_and_a_role() {
     }
 }
 
+#[test]
+fn an_expired_token_is_renewed() {
+    let server = EtcdServer::start_with(&["--auth-token-ttl", "1"]);
+    EtcdServer::enable_auth_at(
+        &server.client_addr(),
+        "r00t-pw",
+        "deployer",
+        "Sekr1t-pw",
+        "convergent/",
+    );
+    let env = |name: &str| (name == "ETCDCTL_USER").then(|| "deployer:Sekr1t-pw".to_string());
+    let url: StoreUrl = format!("etcd://{}", server.client_addr()).parse().unwrap();
+    let store = store::open(
+        &url,
+        &StoreOptions {
+            timeout: Duration::from_secs(5),
+        },
+        &env,
+    )
+    .unwrap();
+    store
+        .compare_and_put("convergent/k", None, b"1".to_vec())
+        .unwrap();
+    // Unused for longer than its TTL, the token is invalid now.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(store.get("convergent/k").unwrap().unwrap().value, b"1");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -151,10 +151,20 @@ impl TestCerts {
 impl EtcdServer {
     /// A single-member etcd, ready to serve.
     pub fn start() -> EtcdServer {
+        EtcdServer::start_with(&[])
+    }
+
+    /// A single-member etcd with extra command-line flags.
+    pub fn start_with(extra: &[&str]) -> EtcdServer {
         for attempt in 0.. {
             let (client, peer) = (free_port(), free_port());
             let cluster = format!("solo=http://127.0.0.1:{peer}");
             let mut server = EtcdServer::spawn("solo", client, peer, &cluster, None);
+            if !extra.is_empty() {
+                server.kill();
+                server.args.extend(extra.iter().map(|a| a.to_string()));
+                server.launch();
+            }
             match server.wait_ready() {
                 Ok(()) => return server,
                 // Another test may have taken the port between pick and bind.
