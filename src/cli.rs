@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::clock::HumanDuration;
 use crate::layout::Prefix;
 use crate::output::Format;
+use crate::report::ReportStatus;
 
 /// Let Chef recipes follow a fleet-wide desired state kept in a shared data
 /// view (Consul KV, etcd, ZooKeeper or a YAML file).
@@ -86,6 +87,12 @@ pub enum Command {
     Attributes(AttributesArgs),
     /// Show every resolved value with the layer and key that set it, and the rollout reasoning
     Explain(ExplainArgs),
+    /// Record what a node converged to (its check-in), from the attributes file its run used
+    Report(ReportArgs),
+    /// Fleet view of a cluster: per node desired vs observed generation, check-in age, rollout
+    Status(StatusArgs),
+    /// Node agent: run a command when this node's resolved desired state changes
+    Watch(WatchArgs),
     /// Print the document at KEY (relative to the prefix), folded from its sub-keys
     Get(GetArgs),
     /// Change a cluster's (or one node's) desired state: compare-and-set, schema-checked
@@ -131,6 +138,87 @@ pub struct ExplainArgs {
 
     /// Only this key of the desired document (dotted, e.g. `app.version`)
     pub key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub target: NodeTarget,
+
+    /// How the run ended
+    #[arg(long, value_enum)]
+    pub status: ReportStatus,
+
+    /// The attributes file the run used (what `attributes --output` wrote);
+    /// gives the generation, state, cluster and node
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "generation",
+        conflicts_with = "generation"
+    )]
+    pub attributes: Option<PathBuf>,
+
+    /// The generation the run applied, when there is no attributes file
+    #[arg(long, value_name = "G")]
+    pub generation: Option<String>,
+
+    /// The desired `state` the run applied (with --generation)
+    #[arg(long, requires = "generation")]
+    pub state: Option<String>,
+
+    /// A short message, e.g. the exception class of a failed run
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+
+    /// How long the run took, in seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The cluster [env: CONVERGENT_CLUSTER]
+    #[arg(long)]
+    pub cluster: Option<String>,
+
+    /// A member that has not reported for this long is absent
+    /// [env: CONVERGENT_MEMBER_TTL] [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub member_ttl: Option<HumanDuration>,
+
+    /// Exit 1 unless every present member has converged (for monitoring)
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub target: NodeTarget,
+
+    /// The program to run when the desired state changes (no shell; its
+    /// arguments go after `--`)
+    #[arg(long, value_name = "PROGRAM")]
+    pub exec: String,
+
+    /// Arguments of the program, after `--`
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+
+    /// Wait a random time up to this long before each run, so that a fleet
+    /// does not run all at once
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub splay: HumanDuration,
+
+    /// Where to write the attributes file the program reads
+    /// [default: next to the cache file, CLUSTER/NODE.attributes.json]
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also look again this often, in case a change notice was missed
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub interval: HumanDuration,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,14 @@ pub fn age_seconds(then: SystemTime, now: SystemTime) -> u64 {
     now.duration_since(then).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// A random number in [0, 1), for jitter and splay (not for anything secret):
+/// the process's randomly keyed hasher over the current time.
+pub fn random_fraction() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A short human rendering of a number of seconds (`42s`, `5m`, `3h12m`, `2d4h`).
 pub fn format_age(seconds: u64) -> String {
     match seconds {

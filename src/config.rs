@@ -22,6 +22,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/convergent/config.yml";
 pub const DEFAULT_STORE: &str = "file:/etc/convergent/view.yml";
 /// The default `--max-stale`.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// The default member TTL: a node silent for longer is absent.
+pub const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(3600);
 /// The default `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,6 +48,8 @@ pub struct Settings {
     pub cluster: Option<String>,
     /// Default node for node commands.
     pub node: Option<String>,
+    /// A member silent for longer is absent.
+    pub member_ttl: Duration,
 }
 
 /// The config file's fields; all optional, unknown ones refused.
@@ -61,6 +65,7 @@ struct ConfigFile {
     timeout: Option<String>,
     cluster: Option<String>,
     node: Option<String>,
+    member_ttl: Option<String>,
 }
 
 /// Reads environment variables; a seam so tests can supply their own.
@@ -213,6 +218,16 @@ impl Settings {
             "node",
             text,
         )?;
+        let member_ttl = layer(
+            None,
+            "CONVERGENT_MEMBER_TTL",
+            env,
+            file.member_ttl.as_deref(),
+            &file_origin,
+            "member_ttl",
+            HumanDuration::from_str,
+        )?
+        .map_or(DEFAULT_MEMBER_TTL, |d| d.0);
 
         Ok(Settings {
             store,
@@ -224,6 +239,7 @@ impl Settings {
             timeout,
             cluster,
             node,
+            member_ttl,
         })
     }
 }

@@ -64,6 +64,18 @@ impl<O: Clone> Sourced<O> {
         }
     }
 
+    /// The part under the top-level key `key`, with its origins, if any.
+    pub fn child(&self, key: &str) -> Option<Sourced<O>> {
+        let doc = self.doc.get(key)?.clone();
+        let sources = self
+            .sources
+            .iter()
+            .filter(|(path, _)| path.first().is_some_and(|p| p == key))
+            .map(|(path, origin)| (path[1..].to_vec(), origin.clone()))
+            .collect();
+        Some(Sourced { doc, sources })
+    }
+
     /// A document whose every leaf has the same origin.
     pub fn uniform(doc: Value, origin: O) -> Self {
         let sources = leaves(&doc)

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 pub mod exit {
     /// Success.
     pub const OK: i32 = 0;
+    /// `status --check`: some present member has not converged.
+    pub const NOT_CONVERGED: i32 = 1;
     /// The command line was used incorrectly.
     pub const USAGE: i32 = 64;
     /// Bad data in the store or in a file.
@@ -29,6 +31,10 @@ pub mod exit {
 /// Every failure `convergent` reports.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `status --check` found present members that have not converged (exit 1).
+    #[error("{0}")]
+    NotConverged(String),
+
     /// The command line was used incorrectly (exit 64).
     #[error("{0}")]
     Usage(String),
@@ -99,6 +105,7 @@ impl Error {
     /// The documented process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
+            Error::NotConverged(_) => exit::NOT_CONVERGED,
             Error::Usage(_) => exit::USAGE,
             Error::BadKey { .. }
             | Error::BadName(_)

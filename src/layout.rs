@@ -162,6 +162,11 @@ impl Layout {
         self.key(&format!("clusters/{cluster}/nodes/{node}"))
     }
 
+    /// `P/clusters/C/members`
+    pub fn members(&self, cluster: &str) -> String {
+        self.key(&format!("clusters/{cluster}/members"))
+    }
+
     /// `P/clusters/C/history`
     pub fn history(&self, cluster: &str) -> String {
         self.key(&format!("clusters/{cluster}/history"))
@@ -187,6 +192,20 @@ impl Layout {
         self.key("locks")
     }
 
+    /// Whether a key relative to the prefix is where a document of the view
+    /// lives (`clusters/web/desired`), rather than above or inside one.
+    pub fn is_document(relative: &str) -> bool {
+        let segments: Vec<&str> = relative.split('/').collect();
+        matches!(
+            segments.as_slice(),
+            ["defaults"]
+                | ["clusters", _, "schema" | "desired" | "history" | "members"]
+                | ["clusters", _, "nodes", _]
+                | ["rollouts", _]
+                | ["observed", _, _]
+        )
+    }
+
     /// Splits a key relative to the prefix into the document that holds it
     /// and the path inside that document: `clusters/web/desired/app/port`
     /// is `app.port` of the document `clusters/web/desired`. Keys above the
@@ -196,7 +215,7 @@ impl Layout {
         let depth = match segments.as_slice() {
             ["defaults", ..] => 1,
             ["clusters", _, "nodes", _, ..] => 4,
-            ["clusters", _, "schema" | "desired" | "history", ..] => 3,
+            ["clusters", _, "schema" | "desired" | "history" | "members", ..] => 3,
             ["rollouts", _, ..] => 2,
             ["observed", _, _, ..] => 3,
             _ => segments.len(),

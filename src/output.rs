@@ -43,14 +43,30 @@ pub fn print(text: &str) -> Result<()> {
     }
 }
 
-/// Lays out rows as columns separated by two spaces, the last column unpadded.
+/// The width of text on screen: characters outside ANSI colour sequences.
+fn visible_width(text: &str) -> usize {
+    let mut width = 0;
+    let mut in_escape = false;
+    for c in text.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, _) => width += 1,
+        }
+    }
+    width
+}
+
+/// Lays out rows as columns separated by two spaces, the last column
+/// unpadded; cells may carry colour codes.
 pub fn columns(rows: &[Vec<String>]) -> String {
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..width)
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
+                .map(|s| visible_width(s))
                 .max()
                 .unwrap_or(0)
         })
@@ -61,7 +77,7 @@ pub fn columns(rows: &[Vec<String>]) -> String {
         for (c, cell) in row.iter().enumerate() {
             out.push_str(cell);
             if c < last {
-                let pad = widths[c] - cell.chars().count() + 2;
+                let pad = widths[c] - visible_width(cell) + 2;
                 out.extend(std::iter::repeat_n(' ', pad));
             }
         }

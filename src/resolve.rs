@@ -139,6 +139,18 @@ pub fn node_roots(layout: &Layout, cluster: &str, node: &str) -> Vec<String> {
     ]
 }
 
+/// The trees a node's agent follows for changes: broader than
+/// [`node_roots`] (the whole cluster's keys), so that few streams suffice; a
+/// change elsewhere in the cluster only makes the agent look again and find
+/// its own generation unchanged.
+pub fn watch_roots(layout: &Layout, cluster: &str) -> Vec<String> {
+    vec![
+        layout.defaults(),
+        layout.key(&format!("clusters/{cluster}")),
+        layout.rollout(cluster),
+    ]
+}
+
 /// What one read gives for one node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeInputs {
@@ -210,19 +222,13 @@ impl ClusterInputs {
         let rollout = match fold(&rollout_key, rollout)? {
             Some(doc) => {
                 let record = RolloutRecord::from_document(&rollout_key, &doc.doc)?;
-                let patch_sources = doc
-                    .sources
-                    .iter()
-                    .filter(|(path, _)| path.first().is_some_and(|p| p == "patch"))
-                    .map(|(path, key)| (path[1..].to_vec(), key.clone()))
-                    .collect();
                 let patch = Layer {
                     kind: LayerKind::RolloutPatch,
                     key: rollout_key.clone(),
-                    doc: Sourced {
-                        doc: Value::Object(record.patch.clone()),
-                        sources: patch_sources,
-                    },
+                    doc: doc
+                        .child("patch")
+                        .filter(|p| p.doc.is_object())
+                        .unwrap_or_else(Sourced::empty_map),
                 };
                 Some(ActiveRollout { record, patch })
             }

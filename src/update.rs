@@ -7,13 +7,12 @@
 //! change computes to "nothing to do". An unavailable store is not waited out
 //! here — the store already retried within `--timeout`.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::clock::random_fraction;
 use crate::document::{encode_value, fold};
 use crate::error::{Error, Result};
 use crate::store::{Compare, Entry, Op, Store, Txn, TxnOutcome};
@@ -127,8 +126,7 @@ fn transaction(keys: &[String], current: &Current, new: &[Option<Value>]) -> Txn
 /// that competing writers spread out.
 fn backoff(attempt: u32) -> Duration {
     let cap_ms = 10u64 << attempt.min(6);
-    let random = RandomState::new().hash_one(std::time::Instant::now());
-    Duration::from_millis(cap_ms / 2 + random % (cap_ms / 2 + 1))
+    Duration::from_millis(cap_ms / 2 + (random_fraction() * (cap_ms / 2) as f64) as u64)
 }
 
 #[cfg(test)]

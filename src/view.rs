@@ -90,6 +90,37 @@ pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
     out
 }
 
+/// Lays a view file's tree over a store's view tree: maps above the
+/// documents merge, each document of the file replaces the store's whole.
+/// What results is what the store holds after importing the file.
+pub fn overlay(base: &mut Value, file: &Value, prefix: &Prefix) {
+    fn walk(base: &mut Value, file: &Value, path: &mut Vec<String>, depth_of_prefix: usize) {
+        let (Value::Object(base_map), Value::Object(file_map)) = (&mut *base, file) else {
+            *base = file.clone();
+            return;
+        };
+        for (key, value) in file_map {
+            path.push(key.clone());
+            let relative = path
+                .get(depth_of_prefix..)
+                .map(|p| p.join("/"))
+                .unwrap_or_default();
+            let slot = base_map.entry(key.clone()).or_insert(Value::Null);
+            if path.len() > depth_of_prefix && Layout::is_document(&relative)
+                || !slot.is_object()
+                || !value.is_object()
+            {
+                *slot = value.clone();
+            } else {
+                walk(slot, value, path, depth_of_prefix);
+            }
+            path.pop();
+        }
+    }
+    let depth = prefix.segments().count();
+    walk(base, file, &mut Vec::new(), depth);
+}
+
 /// The map under the prefix; problems when the file is not a view under it.
 fn find_root<'t>(
     tree: &'t Value,
@@ -269,6 +300,26 @@ impl ViewDocuments {
                 }
             }
         }
+        match parts.get("members") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(names)) => {
+                let key = layout.members(cluster);
+                for name in names {
+                    match name.as_str().map(|n| check_name(NameKind::Node, n)) {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => self.problems.push(format!("{key}: {e}")),
+                        None => self
+                            .problems
+                            .push(format!("{key}: {name} is not a node name")),
+                    }
+                }
+                self.documents.push((key, Value::Array(names.clone())));
+            }
+            Some(other) => self.problems.push(format!(
+                "{}: the members must be a list of node names, found {other}",
+                layout.members(cluster)
+            )),
+        }
         match parts.get("history") {
             None | Some(Value::Null) => {}
             Some(list @ Value::Array(_)) => {
@@ -279,12 +330,11 @@ impl ViewDocuments {
                 layout.history(cluster)
             )),
         }
-        for other in parts
-            .keys()
-            .filter(|k| !["schema", "desired", "nodes", "history"].contains(&k.as_str()))
-        {
+        const PARTS: [&str; 5] = ["desired", "schema", "nodes", "members", "history"];
+        for other in parts.keys().filter(|k| !PARTS.contains(&k.as_str())) {
             self.problems.push(format!(
-                "{at}/{other}: unknown key (a cluster has desired, schema, nodes, history)"
+                "{at}/{other}: unknown key (a cluster has {})",
+                PARTS.join(", ")
             ));
         }
         if let Some(s) = schema {
@@ -383,6 +433,21 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in\n{all}");
         }
+    }
+
+    #[test]
+    fn overlay_replaces_documents_and_merges_above_them() {
+        let mut store = json!({"convergent": {"clusters": {"web": {"desired": {"state": "on", "v": 1}, "nodes": {"a": {"x": 1}}}}}});
+        let file = json!({"convergent": {"clusters": {"web": {"desired": {"state": "off"}, "members": ["a"], "nodes": {"b": {"y": 2}}}}}});
+        overlay(&mut store, &file, &Prefix::default());
+        assert_eq!(
+            store,
+            json!({"convergent": {"clusters": {"web": {
+                "desired": {"state": "off"},
+                "members": ["a"],
+                "nodes": {"a": {"x": 1}, "b": {"y": 2}}
+            }}}})
+        );
     }
 
     #[test]

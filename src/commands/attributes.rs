@@ -12,21 +12,21 @@ use crate::error::{Error, Result};
 use crate::node_attributes::AttributesDocument;
 use crate::output;
 use crate::resolve::read_node_inputs;
+use crate::store::Store;
 
 /// Runs `attributes`.
 pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
     let (cluster, node) = ctx.node_target(&args.target)?;
-    let store_url = ctx.settings.store.to_string();
-    let prefix = ctx.settings.prefix.to_string();
-    let key = CacheKey {
-        store: &store_url,
-        prefix: &prefix,
-        cluster: &cluster,
-        node: &node,
-    };
+    let (store_url, prefix) = (
+        ctx.settings.store.to_string(),
+        ctx.settings.prefix.to_string(),
+    );
+    let key = cache_key(&store_url, &prefix, &cluster, &node);
     let cache = Cache::new(ctx.settings.cache_dir.clone(), ctx.env);
 
-    let document = match fetch(ctx, &cluster, &node) {
+    let store = ctx.open_store();
+    let fetched = store.and_then(|store| fetch(ctx, store.as_ref(), &cluster, &node));
+    let document = match fetched {
         Ok(document) => {
             // Cache before printing: a failed cache write (exit 73) prints nothing.
             cache.save(&key, &document)?;
@@ -45,11 +45,15 @@ pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
     }
 }
 
-/// Reads and resolves from the store.
-fn fetch(ctx: &Context, cluster: &str, node: &str) -> Result<AttributesDocument> {
-    let store = ctx.open_store()?;
+/// Reads and resolves a node's attributes from the store.
+pub fn fetch(
+    ctx: &Context,
+    store: &dyn Store,
+    cluster: &str,
+    node: &str,
+) -> Result<AttributesDocument> {
     let fetched_at = now_rfc3339();
-    let inputs = read_node_inputs(store.as_ref(), &ctx.layout(), cluster, node)?;
+    let inputs = read_node_inputs(store, &ctx.layout(), cluster, node)?;
     let resolution = inputs
         .cluster
         .resolve(node, inputs.node_override.as_ref())?;
@@ -59,6 +63,21 @@ fn fetch(ctx: &Context, cluster: &str, node: &str) -> Result<AttributesDocument>
         inputs.revision,
         fetched_at,
     ))
+}
+
+/// The cache entry of one node's attributes.
+pub fn cache_key<'a>(
+    store: &'a str,
+    prefix: &'a str,
+    cluster: &'a str,
+    node: &'a str,
+) -> CacheKey<'a> {
+    CacheKey {
+        store,
+        prefix,
+        cluster,
+        node,
+    }
 }
 
 /// The cached result marked stale, when one is there and young enough.

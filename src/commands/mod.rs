@@ -1,10 +1,13 @@
 //! One file per command; `run` dispatches.
 
-mod attributes;
+pub mod attributes;
 mod edit;
 mod explain;
+mod report;
+mod status;
 mod transfer;
 mod validate;
+mod watch;
 
 use clap::CommandFactory;
 
@@ -83,6 +86,9 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
     match &cli.command {
         Command::Attributes(args) => attributes::run(&ctx, args),
         Command::Explain(args) => explain::run(&ctx, args),
+        Command::Report(args) => report::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::Watch(args) => watch::run(&ctx, args),
         Command::Get(args) => transfer::get(&ctx, args),
         Command::Set(args) => edit::set(&ctx, args),
         Command::Unset(args) => edit::unset(&ctx, args),

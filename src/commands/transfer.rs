@@ -12,7 +12,7 @@ use crate::document::{encode_value, fold, get_path};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::output::{self, Format};
-use crate::store::{Entry, Op, StoreUrl, Txn, TxnOutcome};
+use crate::store::{Entry, Op, Store, StoreUrl, Txn, TxnOutcome};
 use crate::{view, view_file};
 
 /// Runs `get`.
@@ -44,57 +44,67 @@ pub fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
     output::print(&output::render(value, ctx.format_or(Format::Json)))
 }
 
-/// Runs `import`: checks the whole file first, then writes every document
-/// (replacing sub-keys it was folded from) in one transaction.
+/// Runs `import`: checks that the store will hold a valid view once the file
+/// is laid over it (the file alone with `--replace`), then writes every
+/// document of the file, replacing sub-keys it was folded from, in one
+/// transaction where the store allows.
 pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
-    let (_, tree) = view_file::read(&args.file)?;
-    let split = view::split(&tree, &ctx.settings.prefix);
-    if !split.problems.is_empty() {
-        return Err(Error::Invalid {
-            subject: format!("view {}", args.file.display()),
-            problems: split.problems,
-        });
-    }
-    let layout = ctx.layout();
+    let (_, file_tree) = view_file::read(&args.file)?;
+    let prefix = &ctx.settings.prefix;
     let store = ctx.open_store()?;
     // Importing into a file store creates the file.
     let creating = matches!(&ctx.settings.store, StoreUrl::File { path } if !path.exists());
-    let sections: Vec<String> = Layout::SECTIONS.iter().map(|s| layout.key(s)).collect();
-    let existing: Vec<Entry> = if creating {
-        Vec::new()
+    let (mut after, existing) = if creating {
+        (Value::Object(Map::new()), Vec::new())
     } else {
-        store
-            .read_trees(&sections)?
-            .trees
-            .into_iter()
-            .flatten()
-            .collect()
+        read_view(ctx, store.as_ref())?
     };
+    if args.replace {
+        after = file_tree.clone();
+    } else {
+        view::overlay(&mut after, &file_tree, prefix);
+    }
+    let checked = view::split(&after, prefix);
+    if !checked.problems.is_empty() {
+        return Err(Error::Invalid {
+            subject: format!(
+                "view {}{}",
+                args.file.display(),
+                if args.replace {
+                    ""
+                } else {
+                    " (laid over the store's view)"
+                }
+            ),
+            problems: checked.problems,
+        });
+    }
+    let documents = view::split(&file_tree, prefix).documents;
 
-    let doc_keys: BTreeSet<&str> = split.documents.iter().map(|(k, _)| k.as_str()).collect();
+    let doc_keys: BTreeSet<&str> = documents.iter().map(|(k, _)| k.as_str()).collect();
     let under = |key: &str, root: &str| key == root || key.starts_with(&format!("{root}/"));
-    let mut txn = Txn::default();
+    let mut ops = Vec::new();
     for entry in &existing {
         if doc_keys.contains(entry.key.as_str()) {
             continue;
         }
         let folded_into_a_document = doc_keys.iter().any(|d| under(&entry.key, d));
         if folded_into_a_document || args.replace {
-            txn.ops.push(Op::Delete {
+            ops.push(Op::Delete {
                 key: entry.key.clone(),
             });
         }
     }
-    let deleted = txn.ops.len();
-    for (key, doc) in &split.documents {
-        txn.ops.push(Op::Put {
+    let deleted = ops.len();
+    for (key, doc) in &documents {
+        ops.push(Op::Put {
             key: key.clone(),
             value: encode_value(doc),
         });
     }
     // One transaction where the store allows (the file store always does);
     // past a store's limits, several.
-    for ops in store.txn_limits().split(txn.ops) {
+    for ops in store.txn_limits().split(ops) {
         match store.commit(&Txn {
             compares: Vec::new(),
             ops,
@@ -105,7 +115,7 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
     }
     output::print(&format!(
         "imported {} documents from {} into {}{}\n",
-        split.documents.len(),
+        documents.len(),
         args.file.display(),
         store.describe(),
         if deleted > 0 {
@@ -116,11 +126,11 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
     ))
 }
 
-/// Runs `export`: the whole view, nested under the prefix, as `import` reads it.
-pub fn export(ctx: &Context, args: &ExportArgs) -> Result<()> {
+/// The store's whole view as a tree nested under the prefix (as a view file
+/// holds it), and the entries it was folded from. Only the view's sections
+/// are read: locks are not part of a view, and a role on `P/` suffices.
+fn read_view(ctx: &Context, store: &dyn Store) -> Result<(Value, Vec<Entry>)> {
     let layout = ctx.layout();
-    let store = ctx.open_store()?;
-    // The view's sections, read in one call; locks are not part of a view.
     let sections: Vec<String> = Layout::SECTIONS.iter().map(|s| layout.key(s)).collect();
     let snapshot = store.read_trees(&sections)?;
     let mut view = Map::new();
@@ -129,11 +139,20 @@ pub fn export(ctx: &Context, args: &ExportArgs) -> Result<()> {
             view.insert(name.to_string(), section.doc);
         }
     }
-    let view = Value::Object(view);
     let segments: Vec<&str> = ctx.settings.prefix.segments().collect();
-    let tree = segments.iter().rev().fold(view, |inner, segment| {
-        Value::Object(Map::from_iter([(segment.to_string(), inner)]))
-    });
+    let tree = segments
+        .iter()
+        .rev()
+        .fold(Value::Object(view), |inner, segment| {
+            Value::Object(Map::from_iter([(segment.to_string(), inner)]))
+        });
+    Ok((tree, snapshot.trees.into_iter().flatten().collect()))
+}
+
+/// Runs `export`: the whole view, nested under the prefix, as `import` reads it.
+pub fn export(ctx: &Context, args: &ExportArgs) -> Result<()> {
+    let store = ctx.open_store()?;
+    let (tree, _) = read_view(ctx, store.as_ref())?;
     let json = ctx.format_or(Format::Yaml) == Format::Json
         || args
             .output

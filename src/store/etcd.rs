@@ -747,20 +747,28 @@ impl Store for EtcdStore {
         }))
     }
 
-    /// One watch stream for every root (its key and its subtree), resumed
-    /// from the next revision whenever it breaks.
+    /// One watch stream per root, each over the root and every key that
+    /// starts with it (a sibling such as `web-2` for `web` only wakes the
+    /// reader needlessly), resumed from the next revision whenever it breaks.
+    ///
+    /// One create request per stream, never several: etcd's gateway starts
+    /// streaming replies while still reading the request body, and Go's HTTP
+    /// server may then drop the rest of the body, silently losing watchers.
     fn watch(&self, roots: &[String]) -> Result<Box<dyn ChangeFeed>> {
         let baseline = self.read_trees(roots)?.revision.unwrap_or(0);
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher {
-            client: Arc::clone(&self.client),
-            roots: roots.to_vec(),
-            next_revision: baseline + 1,
-            tx,
-            stop: Arc::clone(&stop),
-        };
-        thread::spawn(move || watcher.run());
+        for root in roots {
+            let watcher = Watcher {
+                client: Arc::clone(&self.client),
+                key: root.as_bytes().to_vec(),
+                range_end: prefix_end(root.as_bytes()),
+                next_revision: baseline + 1,
+                tx: tx.clone(),
+                stop: Arc::clone(&stop),
+            };
+            thread::spawn(move || watcher.run());
+        }
         Ok(Box::new(EtcdFeed { rx, stop }))
     }
 }
@@ -891,10 +899,11 @@ impl Drop for EtcdFeed {
     }
 }
 
-/// The thread behind an [`EtcdFeed`].
+/// One of the threads behind an [`EtcdFeed`]: a stream over one key range.
 struct Watcher {
     client: Arc<Client>,
-    roots: Vec<String>,
+    key: Vec<u8>,
+    range_end: Vec<u8>,
     next_revision: u64,
     tx: Sender<FeedEvent>,
     stop: Arc<AtomicBool>,
@@ -935,21 +944,13 @@ impl Watcher {
         }
     }
 
-    fn requests(&self) -> String {
-        // Several create requests in one body make several watchers on one stream.
-        self.roots
-            .iter()
-            .flat_map(|root| self.client.range_ops(root))
-            .map(|op| {
-                let range = &op["request_range"];
-                let mut create =
-                    json!({"key": range["key"], "start_revision": self.next_revision.to_string()});
-                if let Some(end) = range.get("range_end") {
-                    create["range_end"] = end.clone();
-                }
-                json!({"create_request": create}).to_string()
-            })
-            .collect()
+    fn request(&self) -> String {
+        json!({"create_request": {
+            "key": b64(&self.key),
+            "range_end": b64(&self.range_end),
+            "start_revision": self.next_revision.to_string(),
+        }})
+        .to_string()
     }
 
     fn stream(&mut self) -> StreamEnd {
@@ -967,7 +968,7 @@ impl Watcher {
             if let Some(token) = client.current_token() {
                 request = request.header("Authorization", token);
             }
-            let response = match request.send(self.requests()) {
+            let response = match request.send(self.request()) {
                 Ok(r) if r.status().as_u16() == 200 => r,
                 Ok(r) => {
                     last = format!("{endpoint}: watch answered HTTP {}", r.status().as_u16());

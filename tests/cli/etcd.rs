@@ -10,7 +10,7 @@ use convergent::store::{self, StoreOptions, StoreUrl, TxnOutcome};
 
 use crate::support::etcd::{self, EtcdCluster, EtcdServer};
 use crate::support::proxy::CountingProxy;
-use crate::support::{assert_refused, fixture, stderr, Backend, Harness};
+use crate::support::{assert_refused, eventually, fixture, stderr, Backend, Harness};
 
 fn open(url: &str) -> Box<dyn store::Store> {
     let url: StoreUrl = url.parse().unwrap();
@@ -22,18 +22,6 @@ fn open(url: &str) -> Box<dyn store::Store> {
         &|_| None,
     )
     .unwrap()
-}
-
-/// Polls `condition` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    condition()
 }
 
 #[test]

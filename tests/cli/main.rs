@@ -11,6 +11,8 @@ mod config;
 mod edit;
 mod etcd;
 mod explain;
+mod fleet;
 mod stores;
 mod transfer;
 mod validate;
+mod watch;

@@ -9,6 +9,7 @@ store_suite! {
     export_import_export_is_byte_identical,
     a_broken_view_is_refused_whole_and_nothing_is_written,
     import_replace_removes_what_the_file_lacks,
+    a_partial_import_is_checked_against_what_the_store_holds,
     get_prints_one_folded_document,
 }
 
@@ -93,6 +94,54 @@ fn import_replace_removes_what_the_file_lacks(backend: Backend) {
         h.export(),
         json!({"convergent": {"clusters": {"web": {"desired": {"state": "converged"}}}}})
     );
+}
+
+fn a_partial_import_is_checked_against_what_the_store_holds(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    let before = h.export();
+    let partial = h.path("partial.yml");
+    // A state the store's schema does not allow.
+    std::fs::write(
+        &partial,
+        "convergent:\n  clusters:\n    web:\n      nodes:\n        web-04: {state: bogus}\n",
+    )
+    .unwrap();
+    let out = h.run(&["import", partial.to_str().unwrap()]);
+    assert_refused(
+        &out,
+        65,
+        &[
+            "laid over the store's view",
+            "convergent/clusters/web/nodes/web-04",
+            "\"bogus\"",
+        ],
+    );
+    // A schema that no longer allows the state the store's desired document has.
+    std::fs::write(
+        &partial,
+        "convergent:\n  clusters:\n    web:\n      schema: {states: [\"off\"]}\n",
+    )
+    .unwrap();
+    let out = h.run(&["import", partial.to_str().unwrap()]);
+    assert_refused(
+        &out,
+        65,
+        &[
+            "convergent/clusters/web/desired",
+            "\"converged\" is not allowed",
+        ],
+    );
+    assert_eq!(h.export(), before);
+    // What fits is taken, and only the file's documents change.
+    std::fs::write(
+        &partial,
+        "convergent:\n  clusters:\n    web:\n      nodes:\n        web-04: {state: waiting}\n",
+    )
+    .unwrap();
+    h.import(&partial);
+    let mut expected = before;
+    expected["convergent"]["clusters"]["web"]["nodes"]["web-04"] = json!({"state": "waiting"});
+    assert_eq!(h.export(), expected);
 }
 
 fn get_prints_one_folded_document(backend: Backend) {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod consul_agent;
 pub mod consul_double;
 pub mod etcd;
@@ -224,6 +225,47 @@ impl Harness {
         out
     }
 
+    /// Resolves a node into an attributes file, as a chef run would, and
+    /// returns the file.
+    pub fn attributes_file(&self, cluster: &str, node: &str) -> PathBuf {
+        let file = self.path(&format!("{cluster}-{node}.json"));
+        self.ok(&[
+            "attributes",
+            "--cluster",
+            cluster,
+            "--node",
+            node,
+            "--output",
+            file.to_str().unwrap(),
+        ]);
+        file
+    }
+
+    /// Resolves a node and reports the run's outcome, as the cookbook does.
+    pub fn converge(&self, cluster: &str, node: &str, status: &str) {
+        let file = self.attributes_file(cluster, node);
+        self.ok(&[
+            "report",
+            "--status",
+            status,
+            "--attributes",
+            file.to_str().unwrap(),
+        ]);
+    }
+
+    /// Runs `status --format json` and parses it.
+    pub fn status(&self, cluster: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["status", "--cluster", cluster, "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "status: {}",
+            stderr(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("status prints JSON")
+    }
+
     /// Runs `attributes` for one node and parses the output.
     pub fn attributes(&self, cluster: &str, node: &str) -> Value {
         let out = self.run(&["attributes", "--cluster", cluster, "--node", node]);
@@ -240,6 +282,18 @@ impl Harness {
         let out = self.ok(&["export", "--format", "json"]);
         serde_json::from_slice(&out.stdout).expect("export prints JSON")
     }
+}
+
+/// Polls `condition` until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    condition()
 }
 
 /// A process's stderr as text.

@@ -1,0 +1,143 @@
+//! `status`: the fleet at a glance — every member's desired generation next
+//! to what it last reported, with a summary line; `--check` for monitoring.
+
+use std::io::IsTerminal;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+use crate::clock::format_age;
+use crate::commands::Context;
+use crate::error::{Error, Result};
+use crate::fleet::{Counts, Fleet, Member, MemberState};
+use crate::output::{self, columns, Format};
+
+#[derive(Serialize)]
+struct StatusReport<'a> {
+    cluster: &'a str,
+    revision: Option<u64>,
+    rollout: Option<RolloutLine>,
+    summary: Counts,
+    members: &'a [Member],
+    problems: &'a [String],
+}
+
+#[derive(Serialize)]
+struct RolloutLine {
+    id: String,
+    status: String,
+    threshold: f64,
+}
+
+/// Runs `status`.
+pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
+    let cluster = args
+        .cluster
+        .clone()
+        .or_else(|| ctx.settings.cluster.clone())
+        .ok_or_else(|| {
+            Error::Usage(
+                "missing --cluster (or CONVERGENT_CLUSTER, or cluster: in the config file)".into(),
+            )
+        })?;
+    let member_ttl = args.member_ttl.map_or(ctx.settings.member_ttl, |d| d.0);
+    let store = ctx.open_store()?;
+    let fleet = Fleet::read(
+        store.as_ref(),
+        &ctx.layout(),
+        &cluster,
+        member_ttl,
+        SystemTime::now(),
+    )?;
+    for problem in &fleet.problems {
+        eprintln!("convergent: warning: {problem}");
+    }
+    let report = StatusReport {
+        cluster: &cluster,
+        revision: fleet.revision,
+        rollout: fleet.inputs.rollout.as_ref().map(|r| RolloutLine {
+            id: r.record.id.clone(),
+            status: r.record.status.clone(),
+            threshold: r.record.threshold,
+        }),
+        summary: fleet.counts(),
+        members: &fleet.members,
+        problems: &fleet.problems,
+    };
+    match ctx.format_or(Format::Table) {
+        Format::Table => output::print(&table(&report, use_colour(ctx))),
+        format => output::print(&output::render(&report, format)),
+    }?;
+    let c = report.summary;
+    if args.check && c.present() > c.converged {
+        return Err(Error::NotConverged(format!(
+            "check failed for {cluster}: {} of {} present members have not converged ({} pending, {} failed)",
+            c.present() - c.converged,
+            c.present(),
+            c.pending,
+            c.failed
+        )));
+    }
+    Ok(())
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set.
+fn use_colour(ctx: &Context) -> bool {
+    std::io::stdout().is_terminal() && (ctx.env)("NO_COLOR").is_none()
+}
+
+fn paint(text: &str, state: MemberState, colour: bool) -> String {
+    if !colour {
+        return text.to_string();
+    }
+    let code = match state {
+        MemberState::Converged => "32",
+        MemberState::Pending => "33",
+        MemberState::Failed => "31",
+        MemberState::Absent => "2",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+fn table(r: &StatusReport, colour: bool) -> String {
+    let mut out = match &r.rollout {
+        Some(ro) => format!(
+            "cluster {}: rollout {} ({}), threshold {:.6}\n",
+            r.cluster, ro.id, ro.status, ro.threshold
+        ),
+        None => format!("cluster {}: no rollout\n", r.cluster),
+    };
+    let mut rows = vec![[
+        "NODE", "STATE", "DESIRED", "OBSERVED", "STATUS", "CHECK-IN", "ROLLOUT",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for m in r.members {
+        rows.push(vec![
+            m.node.clone(),
+            m.desired_state.clone().unwrap_or_else(|| "-".into()),
+            m.desired_generation.clone(),
+            m.observed_generation.clone().unwrap_or_else(|| "-".into()),
+            paint(&m.state.to_string(), m.state, colour),
+            m.checkin_age_s
+                .map_or_else(|| "never".into(), |a| format!("{} ago", format_age(a))),
+            match m.released {
+                None => "-".into(),
+                Some(true) => "released".into(),
+                Some(false) => "held".into(),
+            },
+        ]);
+    }
+    out.push_str(&columns(&rows));
+    let c = r.summary;
+    out.push_str(&format!(
+        "{} members: {} converged, {} pending, {} failed, {} absent\n",
+        c.total(),
+        c.converged,
+        c.pending,
+        c.failed,
+        c.absent
+    ));
+    out
+}

@@ -1,0 +1,426 @@
+//! `watch`: a small node agent. It follows the store's change feed for the
+//! keys this node's resolution depends on (the defaults, its cluster's keys,
+//! its cluster's rollout: never the reports of the fleet) and, when the node's desired
+//! generation differs from the one it last ran for, writes the fresh
+//! attributes file and runs the program (typically `chef-client`).
+//!
+//! - never two runs at once: changes during a run are looked at once it ends,
+//!   so a burst of changes gives at most one more run;
+//! - a change that resolves to the same generation for this node runs nothing;
+//! - a random splay before each run keeps a fleet off the Chef server's back;
+//! - store errors back off (1s doubling to 1 min); SIGTERM/SIGINT stop it
+//!   cleanly, passing SIGTERM on to a running program;
+//! - the generation last run for is kept next to the attributes file
+//!   (`FILE.generation`), so a restart does not run again for nothing.
+
+use std::fmt::Display;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::atomic_file;
+use crate::cache::Cache;
+use crate::cli::WatchArgs;
+use crate::clock::{now_rfc3339, random_fraction, HumanDuration};
+use crate::commands::attributes::{cache_key, fetch};
+use crate::commands::Context;
+use crate::config::Env;
+use crate::error::{Error, Result};
+use crate::layout::{check_name, NameKind};
+use crate::node_attributes::AttributesDocument;
+use crate::resolve::watch_roots;
+use crate::store::{ChangeFeed, Store};
+
+/// How long a running program gets to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Longest wait between tries when the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs `watch` until SIGTERM or SIGINT.
+pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
+    let (cluster, node) = ctx.node_target(&args.target)?;
+    check_name(NameKind::Cluster, &cluster).map_err(Error::BadName)?;
+    check_name(NameKind::Node, &node).map_err(Error::BadName)?;
+    let program = find_program(&args.exec, ctx.env)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| Error::Usage(format!("cannot handle signals: {e}")))?;
+    }
+    let store = ctx.open_store()?;
+    let mut agent = Agent {
+        ctx,
+        store,
+        cluster,
+        node,
+        program,
+        args: args.args.clone(),
+        splay: args.splay.0,
+        interval: args.interval.0.max(Duration::from_secs(1)),
+        output: args.output.clone(),
+        last_run_for: None,
+        stop,
+    };
+    if let Some(output) = &agent.output {
+        agent.last_run_for = read_last_run(output);
+    }
+    agent.run()
+}
+
+/// Finds the program: a path, or a name looked up in `PATH`. A missing or
+/// non-executable program is refused at start, not at the first change.
+fn find_program(name: &str, env: Env) -> Result<PathBuf> {
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if name.contains('/') {
+        Some(PathBuf::from(name)).filter(|p| executable(p))
+    } else {
+        env("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| executable(p))
+    };
+    found.ok_or_else(|| {
+        Error::Usage(format!(
+            "--exec {name:?}: no such executable program{}",
+            if name.contains('/') { "" } else { " in PATH" }
+        ))
+    })
+}
+
+fn read_last_run(output: &Path) -> Option<String> {
+    std::fs::read_to_string(sidecar(output))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn sidecar(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_os_string();
+    name.push(".generation");
+    PathBuf::from(name)
+}
+
+struct Agent<'c> {
+    ctx: &'c Context<'c>,
+    store: Box<dyn Store>,
+    cluster: String,
+    node: String,
+    program: PathBuf,
+    args: Vec<String>,
+    splay: Duration,
+    interval: Duration,
+    /// Where the attributes file goes; decided at the first fetch when not given.
+    output: Option<PathBuf>,
+    /// The generation the program last ran for.
+    last_run_for: Option<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Agent<'_> {
+    fn log(&self, message: impl Display) {
+        eprintln!(
+            "{} convergent watch {}/{}: {message}",
+            now_rfc3339(),
+            self.cluster,
+            self.node
+        );
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`, waking early on a signal; false when stopped.
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stopped() {
+                return false;
+            }
+            thread::sleep(
+                Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        !self.stopped()
+    }
+
+    fn backoff(failures: u32) -> Duration {
+        (Duration::from_secs(1) * 2u32.pow(failures.saturating_sub(1).min(6))).min(MAX_BACKOFF)
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let roots = watch_roots(&self.ctx.layout(), &self.cluster);
+        self.log(format_args!(
+            "following {} for changes; runs {}{} (splay up to {}, looking again every {})",
+            self.store.describe(),
+            self.program.display(),
+            if self.args.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", self.args.join(" "))
+            },
+            HumanDuration(self.splay),
+            HumanDuration(self.interval),
+        ));
+        let mut feed: Option<Box<dyn ChangeFeed>> = None;
+        let mut failures = 0u32;
+        let mut look = true;
+        let mut next_look = Instant::now() + self.interval;
+        while !self.stopped() {
+            // Follow first, then read: no change between the two is missed.
+            let Some(current_feed) = feed.as_mut() else {
+                match self.store.watch(&roots) {
+                    Ok(f) => feed = Some(f),
+                    Err(e) => {
+                        failures += 1;
+                        let wait = Agent::backoff(failures);
+                        self.log(format_args!(
+                            "cannot follow the store ({e}); trying again in {}",
+                            HumanDuration(wait)
+                        ));
+                        self.pause(wait);
+                    }
+                }
+                continue;
+            };
+            if look {
+                next_look = Instant::now() + self.interval;
+                match fetch(self.ctx, self.store.as_ref(), &self.cluster, &self.node) {
+                    Ok(doc) => {
+                        failures = 0;
+                        if self.differs(&doc) {
+                            self.act(doc)?;
+                            // Whatever changed meanwhile is looked at now, once.
+                            look = true;
+                            continue;
+                        }
+                    }
+                    Err(e) if e.is_unavailable() => {
+                        failures += 1;
+                        let wait = Agent::backoff(failures);
+                        self.log(format_args!("{e}; trying again in {}", HumanDuration(wait)));
+                        look = true;
+                        self.pause(wait);
+                        continue;
+                    }
+                    Err(e) => self.log(format_args!(
+                        "{e}; nothing run, waiting for the next change"
+                    )),
+                }
+            }
+            let slice =
+                Duration::from_millis(500).min(next_look.saturating_duration_since(Instant::now()));
+            match current_feed.wait(slice) {
+                Ok(true) => look = true,
+                Ok(false) => look = Instant::now() >= next_look,
+                Err(e) => {
+                    failures += 1;
+                    let wait = Agent::backoff(failures);
+                    self.log(format_args!(
+                        "lost the change feed ({e}); following again in {}",
+                        HumanDuration(wait)
+                    ));
+                    feed = None;
+                    look = true;
+                    self.pause(wait);
+                }
+            }
+        }
+        self.log("stopping on signal");
+        Ok(())
+    }
+
+    /// Whether the program should run for this document; logs the decision.
+    fn differs(&self, doc: &AttributesDocument) -> bool {
+        let generation = &doc.convergent.generation;
+        if self.last_run_for.as_deref() == Some(generation.as_str()) {
+            self.log(format_args!(
+                "generation {generation} is the one last run for: nothing to do"
+            ));
+            return false;
+        }
+        self.log(format_args!(
+            "generation {generation} (state {}) differs from the last run's ({}): running {}",
+            doc.convergent.state.as_deref().unwrap_or("-"),
+            self.last_run_for.as_deref().unwrap_or("none"),
+            self.program.display()
+        ));
+        true
+    }
+
+    fn act(&mut self, mut doc: AttributesDocument) -> Result<()> {
+        if !self.splay.is_zero() {
+            let wait = self.splay.mul_f64(random_fraction());
+            self.log(format_args!(
+                "waiting {} first (splay)",
+                HumanDuration(Duration::from_secs(wait.as_secs()))
+            ));
+            if !self.pause(wait) {
+                return Ok(());
+            }
+            // The desired state may have moved on while we waited.
+            match fetch(self.ctx, self.store.as_ref(), &self.cluster, &self.node) {
+                Ok(fresh) => doc = fresh,
+                Err(e) => {
+                    self.log(format_args!("{e}; the run waits for the next look"));
+                    return Ok(());
+                }
+            }
+        }
+        let output = self.save(&doc)?;
+        let generation = doc.convergent.generation.clone();
+        let started = Instant::now();
+        match self.run_program(&doc, &output) {
+            Some(status) if status.success() => self.log(format_args!(
+                "{} succeeded in {:.1}s",
+                self.program.display(),
+                started.elapsed().as_secs_f64()
+            )),
+            Some(status) => self.log(format_args!(
+                "{} failed: {}",
+                self.program.display(),
+                describe_exit(status)
+            )),
+            None => {}
+        }
+        // Recorded whatever the outcome: a failed run is not repeated until the
+        // desired state changes again (chef-client's own schedule covers it).
+        if let Err(e) = atomic_file::write(&sidecar(&output), generation.as_bytes(), None) {
+            self.log(format_args!("cannot record the generation run for: {e}"));
+        }
+        self.last_run_for = Some(generation);
+        Ok(())
+    }
+
+    /// Caches the document and writes the attributes file; returns its path.
+    fn save(&mut self, doc: &AttributesDocument) -> Result<PathBuf> {
+        let (store_url, prefix) = (
+            self.ctx.settings.store.to_string(),
+            self.ctx.settings.prefix.to_string(),
+        );
+        let cache = Cache::new(self.ctx.settings.cache_dir.clone(), self.ctx.env);
+        let cached = cache.save(
+            &cache_key(&store_url, &prefix, &self.cluster, &self.node),
+            doc,
+        );
+        let output = match (&self.output, cached) {
+            (Some(path), _) => path.clone(),
+            (None, Ok(cache_file)) => {
+                let path = cache_file.with_extension("attributes.json");
+                self.log(format_args!(
+                    "writes the attributes file to {}",
+                    path.display()
+                ));
+                self.output = Some(path.clone());
+                if self.last_run_for.is_none() {
+                    self.last_run_for = read_last_run(&path);
+                }
+                path
+            }
+            (None, Err(e)) => return Err(e),
+        };
+        atomic_file::write(&output, doc.to_json().as_bytes(), None)?;
+        Ok(output)
+    }
+
+    /// Runs the program to its end (or until a signal, which it is passed on).
+    fn run_program(&self, doc: &AttributesDocument, output: &Path) -> Option<ExitStatus> {
+        let c = &doc.convergent;
+        let spawned = Command::new(&self.program)
+            .args(&self.args)
+            .env("CONVERGENT_ATTRIBUTES", output)
+            .env("CONVERGENT_GENERATION", &c.generation)
+            .env("CONVERGENT_CLUSTER", &c.cluster)
+            .env("CONVERGENT_NODE", &c.node)
+            .env("CONVERGENT_STATE", c.state.as_deref().unwrap_or(""))
+            .stdin(Stdio::null())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                self.log(format_args!("cannot start {}: {e}", self.program.display()));
+                return None;
+            }
+        };
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => {}
+                Err(e) => {
+                    self.log(format_args!(
+                        "lost track of {}: {e}",
+                        self.program.display()
+                    ));
+                    return None;
+                }
+            }
+            if self.stopped() {
+                self.log(format_args!(
+                    "passing SIGTERM on to {} (pid {})",
+                    self.program.display(),
+                    child.id()
+                ));
+                // SAFETY: kill(2) on our own child's pid has no memory effects.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+                let deadline = Instant::now() + STOP_GRACE;
+                while Instant::now() < deadline {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Some(status);
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_in_path_or_refused() {
+        let env = |name: &str| (name == "PATH").then(|| "/nonexistent:/bin:/usr/bin".to_string());
+        assert!(find_program("sh", &env).unwrap().ends_with("sh"));
+        assert!(find_program("/bin/sh", &env).is_ok());
+        let err = find_program("no-such-program-xyz", &env).unwrap_err();
+        assert_eq!(err.exit_code(), 64);
+        assert!(err.to_string().contains("no-such-program-xyz"));
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        assert!(
+            find_program(plain.to_str().unwrap(), &env).is_err(),
+            "not executable"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        assert_eq!(Agent::backoff(1), Duration::from_secs(1));
+        assert_eq!(Agent::backoff(2), Duration::from_secs(2));
+        assert_eq!(Agent::backoff(30), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,82 @@
+//! A `convergent watch` process for tests: started with the harness's
+//! environment, its log kept in a file, stopped (SIGTERM, then SIGKILL) when
+//! dropped — also when the test fails.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Harness;
+
+/// A running `convergent watch`.
+pub struct WatchProcess {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl WatchProcess {
+    /// Starts `convergent watch ARGS` against the harness's store.
+    pub fn start(h: &Harness, args: &[&str]) -> WatchProcess {
+        let log = h.path(&format!("watch-{}.log", std::process::id() ^ rand_suffix()));
+        let child = Command::new(assert_cmd::cargo::cargo_bin("convergent"))
+            .arg("watch")
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("CONVERGENT_STORE", &h.store_url)
+            .env("CONVERGENT_CACHE_DIR", h.cache_dir())
+            .env("CONVERGENT_CONFIG", h.path("config.yml"))
+            .current_dir(h.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("convergent watch starts");
+        WatchProcess {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (up to 10s) for it to exit.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
