@@ -67,10 +67,11 @@ impl<O: Clone> Sourced<O> {
     /// The part under the top-level key `key`, with its origins, if any.
     pub fn child(&self, key: &str) -> Option<Sourced<O>> {
         let doc = self.doc.get(key)?.clone();
+        // Paths sort by their first key: the child's are one contiguous run.
         let sources = self
             .sources
-            .iter()
-            .filter(|(path, _)| path.first().is_some_and(|p| p == key))
+            .range(vec![key.to_string()]..)
+            .take_while(|(path, _)| path.first().is_some_and(|p| p == key))
             .map(|(path, origin)| (path[1..].to_vec(), origin.clone()))
             .collect();
         Some(Sourced { doc, sources })
