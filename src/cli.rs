@@ -93,6 +93,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Node agent: run a command when this node's resolved desired state changes
     Watch(WatchArgs),
+    /// The orchestrator: move clusters through a plan's steps, batch by batch
+    Rollout(RolloutArgs),
     /// Print the document at KEY (relative to the prefix), folded from its sub-keys
     Get(GetArgs),
     /// Change a cluster's (or one node's) desired state: compare-and-set, schema-checked
@@ -219,6 +221,96 @@ pub struct WatchArgs {
     /// Also look again this often, in case a change notice was missed
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub interval: HumanDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    pub command: RolloutCommand,
+}
+
+/// What `rollout` does.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Run a plan, or resume it where its records in the store say it stopped
+    Run(RolloutRunArgs),
+    /// Show the active rollouts: threshold, released/converged/failed/absent, history
+    Status(RolloutStatusArgs),
+    /// Pause a cluster's rollout: nothing more is released until `resume`
+    Pause(RolloutControlArgs),
+    /// Resume a paused rollout (then run its plan again to go on)
+    Resume(RolloutControlArgs),
+    /// Stop releasing for good, keeping the record (rollback remains possible)
+    Abort(RolloutControlArgs),
+    /// Take a cluster's rollout back, batch by batch, highest ranks first
+    Rollback(RolloutRollbackArgs),
+}
+
+/// How the orchestrator runs.
+#[derive(Debug, Args)]
+pub struct OrchestratorArgs {
+    /// A node silent for longer is absent: not batched, never waited for
+    /// [env: CONVERGENT_MEMBER_TTL] [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub member_ttl: Option<HumanDuration>,
+
+    /// How often to read the fleet while waiting
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub poll: HumanDuration,
+
+    /// TTL of the plan's lock: how soon a crashed orchestrator's lock frees itself
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub lock_ttl: HumanDuration,
+
+    /// Wait this long for a lock held by someone else instead of failing at once
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_wait: HumanDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutRunArgs {
+    /// The plan file (YAML)
+    pub plan: PathBuf,
+
+    /// Show which current members fall in which batch of each step; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub options: OrchestratorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// Only this cluster
+    pub cluster: Option<String>,
+
+    /// A node silent for longer is absent [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub member_ttl: Option<HumanDuration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutControlArgs {
+    /// The cluster whose rollout this is
+    pub cluster: String,
+
+    /// Why, recorded in the rollout's history
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutRollbackArgs {
+    /// The cluster whose rollout to take back
+    pub cluster: String,
+
+    /// Take every node back at once (emergencies: restarts a whole tier)
+    #[arg(long)]
+    pub all_at_once: bool,
+
+    #[command(flatten)]
+    pub options: OrchestratorArgs,
 }
 
 #[derive(Debug, Args)]

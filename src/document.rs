@@ -196,6 +196,17 @@ fn remove_under<O>(sources: &mut BTreeMap<Path, O>, path: &[String]) {
     }
 }
 
+/// `base` with `overlay` laid over it (maps merge deeply, the rest replaces).
+pub fn merged(base: &Value, overlay_doc: &Value, nulls: Nulls) -> Value {
+    let mut target: Sourced<()> = Sourced {
+        doc: base.clone(),
+        sources: BTreeMap::new(),
+    };
+    overlay(&mut target, &[], overlay_doc, nulls, &|_| ())
+        .expect("a merge at the root has nothing in the way");
+    target.doc
+}
+
 /// `value` without any map entry whose value is `null`, at any depth.
 pub fn strip_nulls(value: &Value) -> Value {
     match value {

@@ -81,6 +81,10 @@ pub enum Error {
     #[error("could not update {key}: {reason}")]
     Conflict { key: String, reason: String },
 
+    /// A rollout stopped before its end: paused, aborted, taken over (exit 75).
+    #[error("rollout stopped: {0}")]
+    Stopped(String),
+
     /// A lock is held by somebody else (exit 75).
     #[error("lock {name} is held by {holder}")]
     LockHeld { name: String, holder: String },
@@ -113,7 +117,7 @@ impl Error {
             | Error::Invalid { .. } => exit::DATA,
             Error::Unavailable { .. } | Error::UnavailableNoCache { .. } => exit::UNAVAILABLE,
             Error::CannotWrite { .. } => exit::CANT_CREATE,
-            Error::Conflict { .. } | Error::LockHeld { .. } => exit::TEMP_FAIL,
+            Error::Conflict { .. } | Error::LockHeld { .. } | Error::Stopped(_) => exit::TEMP_FAIL,
             Error::PermissionDenied { .. } => exit::NO_PERMISSION,
             Error::Config { .. } => exit::CONFIG,
         }

@@ -69,6 +69,8 @@ pub struct Member {
     pub observed_status: Option<ReportStatus>,
     /// Seconds since its last report.
     pub checkin_age_s: Option<u64>,
+    /// When it last reported (RFC 3339), as the node wrote it.
+    pub reported_at: Option<String>,
     /// Whether it is released in the active rollout (`None`: no rollout).
     pub released: Option<bool>,
     /// Listed in the cluster's static members.
@@ -108,6 +110,8 @@ pub struct Fleet {
     pub members: Vec<Member>,
     /// Keys that could not be taken into account, each with why.
     pub problems: Vec<String>,
+    /// The rollout record as stored (the orchestrator's view of it).
+    pub rollout_doc: Option<Value>,
     /// The store revision of the read, where the store has one.
     pub revision: Option<u64>,
 }
@@ -143,6 +147,7 @@ impl Fleet {
             })?;
         let inputs =
             ClusterInputs::from_trees(layout, cluster, &defaults, &schema, &desired, &rollout)?;
+        let rollout_doc = fold(&layout.rollout(cluster), &rollout)?.map(|s| s.doc);
         let mut problems = Vec::new();
 
         let overrides = Fleet::by_node(&layout.nodes(cluster), &nodes, &mut problems)?;
@@ -201,6 +206,7 @@ impl Fleet {
             inputs,
             members: out,
             problems,
+            rollout_doc,
             revision: snapshot.revision,
         })
     }
@@ -263,6 +269,14 @@ impl Fleet {
         Ok(out)
     }
 
+    /// The members a rollout batches: present ones and static ones.
+    pub fn batch_members(&self) -> Vec<&Member> {
+        self.members
+            .iter()
+            .filter(|m| m.state != MemberState::Absent || m.static_member)
+            .collect()
+    }
+
     /// Counts of members by state.
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
@@ -310,6 +324,7 @@ impl Member {
             observed_generation: report.as_ref().map(|r| r.generation.clone()),
             observed_status: report.as_ref().map(|r| r.status),
             checkin_age_s: age,
+            reported_at: report.as_ref().map(|r| r.reported_at.clone()),
             released,
             static_member,
             message: report.and_then(|r| r.message),

@@ -130,7 +130,8 @@ impl Layout {
 
     /// The sections of a view under the prefix, in the order a file shows
     /// them; everything else under `P/` (locks) is not part of the view.
-    pub const SECTIONS: [&'static str; 4] = ["clusters", "defaults", "observed", "rollouts"];
+    pub const SECTIONS: [&'static str; 5] =
+        ["clusters", "defaults", "observed", "plans", "rollouts"];
 
     /// `P/defaults`
     pub fn defaults(&self) -> String {
@@ -187,6 +188,16 @@ impl Layout {
         self.key(&format!("observed/{cluster}/{node}"))
     }
 
+    /// `P/plans/NAME`
+    pub fn plan(&self, name: &str) -> String {
+        self.key(&format!("plans/{name}"))
+    }
+
+    /// `P/locks/NAME`
+    pub fn lock(&self, name: &str) -> String {
+        self.key(&format!("locks/{name}"))
+    }
+
     /// `P/locks`
     pub fn locks(&self) -> String {
         self.key("locks")
@@ -202,6 +213,7 @@ impl Layout {
                 | ["clusters", _, "schema" | "desired" | "history" | "members"]
                 | ["clusters", _, "nodes", _]
                 | ["rollouts", _]
+                | ["plans", _]
                 | ["observed", _, _]
         )
     }
@@ -216,7 +228,7 @@ impl Layout {
             ["defaults", ..] => 1,
             ["clusters", _, "nodes", _, ..] => 4,
             ["clusters", _, "schema" | "desired" | "history" | "members", ..] => 3,
-            ["rollouts", _, ..] => 2,
+            ["rollouts", _, ..] | ["plans", _, ..] => 2,
             ["observed", _, _, ..] => 3,
             _ => segments.len(),
         };

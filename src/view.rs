@@ -79,9 +79,14 @@ pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
                     }
                 }
             }
+            "plans" => {
+                for (name, progress) in out.children(&layout.key("plans"), value, NameKind::Rollout) {
+                    out.document_map(&layout.plan(&name), progress);
+                }
+            }
             "locks" => {} // held by running orchestrators; never imported or exported
             other => out.problems.push(format!(
-                "{}: unknown key `{other}` (a view has defaults, clusters, rollouts, observed)",
+                "{}: unknown key `{other}` (a view has defaults, clusters, rollouts, observed, plans)",
                 layout.key(other)
             )),
         }

@@ -4,6 +4,7 @@ pub mod attributes;
 mod edit;
 mod explain;
 mod report;
+mod rollout;
 mod status;
 mod transfer;
 mod validate;
@@ -89,6 +90,7 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         Command::Report(args) => report::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Watch(args) => watch::run(&ctx, args),
+        Command::Rollout(args) => rollout::run(&ctx, args),
         Command::Get(args) => transfer::get(&ctx, args),
         Command::Set(args) => edit::set(&ctx, args),
         Command::Unset(args) => edit::unset(&ctx, args),

@@ -5,6 +5,10 @@
 //! [`record`] reads the rollout record the orchestrator keeps at `P/rollouts/C`.
 //! [`plan`] is the orchestrator's input file.
 
+pub mod batches;
+pub mod kick;
+pub mod orchestrator;
 pub mod plan;
 pub mod rank;
 pub mod record;
+pub mod state;

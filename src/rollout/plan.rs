@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::clock::HumanDuration;
@@ -24,7 +24,7 @@ use crate::layout::{check_name, NameKind};
 use crate::schema::state_of;
 
 /// A rollout plan: ordered steps, each changing one cluster's desired state.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The plan's name; rollout ids derive from it.
@@ -34,7 +34,7 @@ pub struct Plan {
 }
 
 /// One step of a plan.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// The cluster whose desired document changes.
@@ -53,7 +53,7 @@ pub struct Step {
 }
 
 /// How a step releases nodes.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Strategy {
     /// Nodes released first, on their own.
@@ -82,7 +82,7 @@ impl Default for Strategy {
 }
 
 /// When a step is done.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Wait {
     /// Give up waiting (and pause the rollout) after this long.
@@ -94,7 +94,7 @@ pub struct Wait {
 }
 
 /// How newly released nodes are kicked.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Kick {
     /// Command template run per node; `{node}` and `{cluster}` are replaced
@@ -164,6 +164,15 @@ impl fmt::Display for Amount {
         match self {
             Amount::Count(n) => write!(f, "{n}"),
             Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Amount::Count(n) => s.serialize_u32(*n),
+            Amount::Percent(_) => s.collect_str(self),
         }
     }
 }
@@ -300,6 +309,18 @@ mod tests {
         ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
+    }
+
+    #[test]
+    fn strategies_round_trip_through_json() {
+        let plan = parse("name: p\nsteps:\n  - cluster: web\n    set: {v: 1}\n    strategy: {canary: 1, batch: 25%, pause: 30s, max_failed: 2}\n").unwrap();
+        let json = serde_json::to_value(&plan.steps[0].strategy).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"canary": 1, "batch": "25%", "pause": "30s", "max_failed": 2})
+        );
+        let back: Strategy = serde_json::from_value(json).unwrap();
+        assert_eq!(back, plan.steps[0].strategy);
     }
 
     #[test]

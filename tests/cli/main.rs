@@ -12,6 +12,7 @@ mod edit;
 mod etcd;
 mod explain;
 mod fleet;
+mod rollout;
 mod stores;
 mod transfer;
 mod validate;

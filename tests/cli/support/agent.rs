@@ -3,7 +3,7 @@
 //! dropped — also when the test fails.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::Harness;
@@ -18,15 +18,10 @@ impl WatchProcess {
     /// Starts `convergent watch ARGS` against the harness's store.
     pub fn start(h: &Harness, args: &[&str]) -> WatchProcess {
         let log = h.path(&format!("watch-{}.log", std::process::id() ^ rand_suffix()));
-        let child = Command::new(assert_cmd::cargo::cargo_bin("convergent"))
+        let child = h
+            .process()
             .arg("watch")
             .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("CONVERGENT_STORE", &h.store_url)
-            .env("CONVERGENT_CACHE_DIR", h.cache_dir())
-            .env("CONVERGENT_CONFIG", h.path("config.yml"))
-            .current_dir(h.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

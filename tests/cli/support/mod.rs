@@ -8,6 +8,7 @@ pub mod consul_agent;
 pub mod consul_double;
 pub mod etcd;
 pub mod proxy;
+pub mod simulation;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -195,16 +196,23 @@ impl Harness {
         self.dir.path().join(name)
     }
 
-    /// The binary, with an environment of nothing but this harness's settings.
-    pub fn cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("convergent").expect("binary built");
+    /// The binary as a plain process, with an environment of nothing but
+    /// this harness's settings: for processes a test spawns and controls.
+    pub fn process(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("convergent"));
         cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
             .env("CONVERGENT_STORE", &self.store_url)
             .env("CONVERGENT_CACHE_DIR", self.cache_dir())
             .env("CONVERGENT_CONFIG", self.dir.path().join("config.yml"))
             .env("CONVERGENT_ACTOR", "tester@test-host")
             .current_dir(self.dir.path());
         cmd
+    }
+
+    /// The binary, with an environment of nothing but this harness's settings.
+    pub fn cmd(&self) -> Command {
+        Command::from_std(self.process())
     }
 
     /// Runs the binary with `args`.

@@ -1,0 +1,313 @@
+//! `rollout`: run a plan, show, pause, resume, abort and roll back rollouts.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::cli::{
+    OrchestratorArgs, RolloutArgs, RolloutCommand, RolloutControlArgs, RolloutRunArgs,
+    RolloutStatusArgs,
+};
+use crate::clock::now_rfc3339;
+use crate::commands::Context;
+use crate::error::{Error, Result};
+use crate::history::actor;
+use crate::layout::{check_name, NameKind};
+use crate::output::{self, columns, Format};
+use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
+use crate::rollout::plan::Plan;
+use crate::rollout::state::Direction;
+
+/// Runs `rollout …`.
+pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
+    match &args.command {
+        RolloutCommand::Run(a) => run_plan(ctx, a),
+        RolloutCommand::Status(a) => status(ctx, a),
+        RolloutCommand::Pause(a) => control(ctx, a, Control::Pause),
+        RolloutCommand::Resume(a) => control(ctx, a, Control::Resume),
+        RolloutCommand::Abort(a) => control(ctx, a, Control::Abort),
+        RolloutCommand::Rollback(a) => {
+            check_name(NameKind::Cluster, &a.cluster).map_err(Error::BadName)?;
+            let store = ctx.open_store()?;
+            let mut observer = observer_for(ctx);
+            let stop = stop_on_signals()?;
+            let mut orchestrator = Orchestrator::new(
+                store.as_ref(),
+                ctx.layout(),
+                actor(ctx.env),
+                // A forward orchestrator still running needs a turn to see
+                // the rollback and let go of the plan's lock.
+                run_options(ctx, &a.options, true),
+                observer.as_mut(),
+                stop,
+            );
+            orchestrator.rollback(&a.cluster, a.all_at_once)
+        }
+    }
+}
+
+fn run_options(ctx: &Context, args: &OrchestratorArgs, wait_for_lock: bool) -> RunOptions {
+    let lock_ttl = args.lock_ttl.0.max(std::time::Duration::from_secs(1));
+    RunOptions {
+        member_ttl: args.member_ttl.map_or(ctx.settings.member_ttl, |d| d.0),
+        poll: args.poll.0.max(std::time::Duration::from_millis(10)),
+        lock_ttl,
+        lock_wait: if wait_for_lock {
+            args.lock_wait.0.max(lock_ttl + args.poll.0 * 2)
+        } else {
+            args.lock_wait.0
+        },
+    }
+}
+
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| Error::Usage(format!("cannot handle signals: {e}")))?;
+    }
+    Ok(stop)
+}
+
+fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
+    let plan = Plan::from_file(&args.plan)?;
+    let store = ctx.open_store()?;
+    let options = run_options(ctx, &args.options, false);
+    if args.dry_run {
+        let previews =
+            orchestrator::preview(store.as_ref(), &ctx.layout(), &plan, options.member_ttl)?;
+        return match ctx.format_or(Format::Table) {
+            Format::Table => {
+                let mut text = format!(
+                    "plan {}: {} steps (dry run: nothing is written)\n",
+                    plan.name,
+                    plan.steps.len()
+                );
+                for (p, step) in previews.iter().zip(&plan.steps) {
+                    text.push_str(&format!(
+                        "step {}: cluster {}, rollout {}, set {}\n  strategy: canary {}, batch {}, pause {}, max_failed {}\n",
+                        p.step, p.cluster, p.rollout, p.patch, step.strategy.canary, step.strategy.batch, step.strategy.pause, step.strategy.max_failed
+                    ));
+                    if p.batches.is_empty() {
+                        text.push_str("  no members yet: every node is released at once\n");
+                    }
+                    for (i, batch) in p.batches.iter().enumerate() {
+                        let label = if i == 0 && step.strategy.canary > 0 {
+                            "canary".to_string()
+                        } else {
+                            format!("batch {}", i + 1)
+                        };
+                        text.push_str(&format!(
+                            "  {label:<9} ({}): {}\n",
+                            batch.len(),
+                            batch.join(" ")
+                        ));
+                    }
+                }
+                output::print(&text)
+            }
+            format => output::print(&output::render(&previews, format)),
+        };
+    }
+    let mut observer = observer_for(ctx);
+    let stop = stop_on_signals()?;
+    let mut orchestrator = Orchestrator::new(
+        store.as_ref(),
+        ctx.layout(),
+        actor(ctx.env),
+        options,
+        observer.as_mut(),
+        stop,
+    );
+    orchestrator.run(&plan)
+}
+
+fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<()> {
+    check_name(NameKind::Cluster, &args.cluster).map_err(Error::BadName)?;
+    let store = ctx.open_store()?;
+    let state = orchestrator::control(
+        store.as_ref(),
+        &ctx.layout(),
+        &args.cluster,
+        action,
+        &actor(ctx.env),
+        args.reason.clone(),
+    )?;
+    let status = serde_json::to_value(state.status).expect("serializes");
+    output::print(&format!(
+        "{}: rollout {} is now {}{}\n",
+        args.cluster,
+        state.id,
+        status.as_str().unwrap_or_default(),
+        match action {
+            Control::Resume => format!("; run plan {} again to go on", state.plan),
+            _ => String::new(),
+        }
+    ))
+}
+
+fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
+    if let Some(c) = &args.cluster {
+        check_name(NameKind::Cluster, c).map_err(Error::BadName)?;
+    }
+    let store = ctx.open_store()?;
+    let member_ttl = args.member_ttl.map_or(ctx.settings.member_ttl, |d| d.0);
+    let views = orchestrator::rollouts(
+        store.as_ref(),
+        &ctx.layout(),
+        args.cluster.as_deref(),
+        member_ttl,
+    )?;
+    if ctx.format_or(Format::Table) != Format::Table {
+        return output::print(&output::render(&views, ctx.format_or(Format::Json)));
+    }
+    if views.is_empty() {
+        return output::print(&match &args.cluster {
+            Some(c) => format!("{c}: no active rollout\n"),
+            None => "no active rollouts\n".to_string(),
+        });
+    }
+    let mut rows = vec![[
+        "CLUSTER",
+        "ROLLOUT",
+        "STEP",
+        "STATUS",
+        "THRESHOLD",
+        "RELEASED",
+        "CONVERGED",
+        "FAILED",
+        "WAITING",
+        "ABSENT",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for v in &views {
+        let r = &v.record;
+        let status = serde_json::to_value(r.status)
+            .expect("serializes")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        rows.push(vec![
+            v.cluster.clone(),
+            r.id.clone(),
+            (r.step + 1).to_string(),
+            if r.direction == Direction::Back {
+                format!("{status} (rolling back)")
+            } else {
+                status
+            },
+            format!("{:.6}", r.threshold),
+            v.released.to_string(),
+            v.converged.to_string(),
+            v.failed.to_string(),
+            v.waiting.to_string(),
+            v.absent.to_string(),
+        ]);
+    }
+    let mut text = columns(&rows);
+    for v in &views {
+        if let Some(reason) = &v.record.reason {
+            text.push_str(&format!("\n{}: {reason}\n", v.cluster));
+        }
+        text.push_str(&format!("\n{} history (newest last):\n", v.cluster));
+        for e in v.record.history.iter().rev().take(10).rev() {
+            text.push_str(&format!(
+                "  {}  {}  {}: {}\n",
+                e.time, e.actor, e.event, e.detail
+            ));
+        }
+    }
+    output::print(&text)
+}
+
+/// Picks how progress is shown: JSON lines, a live line on a terminal, or
+/// one log line per event.
+fn observer_for(ctx: &Context) -> Box<dyn Observer> {
+    match ctx.settings.format {
+        Some(Format::Json) => Box::new(JsonLines),
+        _ if std::io::stdout().is_terminal() => Box::new(LiveLine { open: false }),
+        _ => Box::new(LogLines),
+    }
+}
+
+/// One JSON object per event, for automation.
+struct JsonLines;
+
+impl Observer for JsonLines {
+    fn notify(&mut self, progress: &Progress) {
+        let mut value = serde_json::to_value(progress).expect("progress serializes");
+        value["time"] = serde_json::json!(now_rfc3339());
+        println!("{value}");
+    }
+}
+
+/// One timestamped line per event.
+struct LogLines;
+
+impl Observer for LogLines {
+    fn notify(&mut self, progress: &Progress) {
+        println!("{} {}", now_rfc3339(), describe(progress));
+    }
+}
+
+/// Events on their own lines, the waiting counts on one line kept up to date.
+struct LiveLine {
+    open: bool,
+}
+
+impl Observer for LiveLine {
+    fn notify(&mut self, progress: &Progress) {
+        let mut out = std::io::stdout().lock();
+        let text = describe(progress);
+        if matches!(progress, Progress::Waiting { .. }) {
+            let _ = write!(out, "\r\x1b[K{text}");
+            self.open = true;
+        } else {
+            let _ = writeln!(
+                out,
+                "{}{} {text}",
+                if self.open { "\r\x1b[K" } else { "" },
+                now_rfc3339()
+            );
+            self.open = false;
+        }
+        let _ = out.flush();
+    }
+}
+
+/// `1 node`, `3 nodes`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn describe(progress: &Progress) -> String {
+    match progress {
+        Progress::StepStarted { step, steps, cluster, rollout, members } => {
+            format!("step {step}/{steps}: cluster {cluster}, rollout {rollout}, {members} members")
+        }
+        Progress::Moved { cluster, direction, batch, nodes, threshold } => format!(
+            "{cluster}: {} batch {batch} ({}, threshold {threshold:.6}): {}",
+            if *direction == Direction::Forward { "released" } else { "took back" },
+            count(nodes.len(), "node"),
+            orchestrator::short_list(nodes, " ")
+        ),
+        Progress::Waiting { cluster, watched, converged, failed, pending, absent, elapsed_s } => format!(
+            "{cluster}: {watched} watched: {converged} converged, {pending} pending, {failed} failed; {absent} absent; {elapsed_s}s since the last batch"
+        ),
+        Progress::Kicked { cluster, nodes, failures } if failures.is_empty() => {
+            format!("{cluster}: kicked {}", count(*nodes, "node"))
+        }
+        Progress::Kicked { cluster, nodes, failures } => {
+            format!("{cluster}: kicked {}, {} failed: {}", count(*nodes, "node"), failures.len(), failures.join("; "))
+        }
+        Progress::Stopped { cluster, reason } => format!("{cluster}: stopped: {reason}"),
+        Progress::StepDone { step, cluster } => format!("step {step} done: {cluster}'s patch is now part of its desired state"),
+        Progress::PlanDone { plan } => format!("plan {plan} completed"),
+        Progress::RolledBack { cluster } => format!("{cluster}: rolled back: every node is on the previous desired state"),
+    }
+}

@@ -1,0 +1,1149 @@
+//! The orchestrator: moves clusters through a plan's steps by writing only
+//! the view, releasing each step's patch batch by batch and gating each
+//! batch on the nodes' own reports.
+//!
+//! It keeps no state of its own: every turn of its loop reads the rollout
+//! record and the fleet (one store call), decides, and writes with
+//! compare-and-set. Killed at any moment, it resumes when the same plan runs
+//! again. One orchestrator per plan (a lock with a TTL, kept alive while it
+//! runs) and one rollout per cluster (the record is created only where none
+//! is).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::batches::{
+    batch_size, gate, next_threshold, previous_threshold, ranked, Gate, GateCounts, Ranked,
+};
+use super::kick;
+use super::plan::{Amount, Plan};
+use super::state::{rollout_id, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status};
+use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339, HumanDuration};
+use crate::document::{canonical_json, generation, merged, Nulls};
+use crate::error::{Error, Result};
+use crate::fleet::{Fleet, Member, MemberState};
+use crate::history::{self, diff, Change};
+use crate::layout::Layout;
+use crate::schema::{state_of, Schema};
+use crate::store::{HeldLock, Store};
+use crate::update::update;
+
+/// How the orchestrator runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// A node silent for longer is absent (not a member for batching, never waited for).
+    pub member_ttl: Duration,
+    /// How often the fleet is read while waiting.
+    pub poll: Duration,
+    /// The lock's TTL: how soon a crashed orchestrator's lock frees itself.
+    pub lock_ttl: Duration,
+    /// How long to wait for a lock held by someone else (0: fail at once).
+    pub lock_wait: Duration,
+}
+
+/// What happened, for whoever watches (a terminal, a log, a JSON stream).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    /// A step begins (or resumes).
+    StepStarted {
+        step: usize,
+        steps: usize,
+        cluster: String,
+        rollout: String,
+        members: usize,
+    },
+    /// A batch was released (forward) or taken back (rollback).
+    Moved {
+        cluster: String,
+        direction: Direction,
+        batch: u32,
+        nodes: Vec<String>,
+        threshold: f64,
+    },
+    /// Where the watched members stand.
+    Waiting {
+        cluster: String,
+        watched: usize,
+        converged: usize,
+        failed: usize,
+        pending: usize,
+        absent: usize,
+        elapsed_s: u64,
+    },
+    /// Newly released nodes were kicked.
+    Kicked {
+        cluster: String,
+        nodes: usize,
+        failures: Vec<String>,
+    },
+    /// The rollout stopped before its end.
+    Stopped { cluster: String, reason: String },
+    /// A step is done: its patch is part of the cluster's desired document.
+    StepDone { step: usize, cluster: String },
+    /// The whole plan is done.
+    PlanDone { plan: String },
+    /// A rollback ended: every node is back on the previous desired state.
+    RolledBack { cluster: String },
+}
+
+/// Receives [`Progress`].
+pub trait Observer {
+    /// Called for every event.
+    fn notify(&mut self, progress: &Progress);
+}
+
+/// How one step ended.
+enum StepEnd {
+    Done,
+    Stopped(String),
+}
+
+/// Runs plans and rollbacks against one store.
+pub struct Orchestrator<'a> {
+    store: &'a dyn Store,
+    layout: Layout,
+    actor: String,
+    options: RunOptions,
+    observer: &'a mut dyn Observer,
+    stop: Arc<AtomicBool>,
+    last_waiting: Option<Progress>,
+}
+
+impl<'a> Orchestrator<'a> {
+    /// An orchestrator acting as `actor`; `stop` turns true on SIGTERM/SIGINT.
+    pub fn new(
+        store: &'a dyn Store,
+        layout: Layout,
+        actor: String,
+        options: RunOptions,
+        observer: &'a mut dyn Observer,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Orchestrator {
+            store,
+            layout,
+            actor,
+            options,
+            observer,
+            stop,
+            last_waiting: None,
+        }
+    }
+
+    fn notify(&mut self, progress: Progress) {
+        if matches!(progress, Progress::Waiting { .. }) {
+            if self.last_waiting.as_ref() == Some(&progress) {
+                return;
+            }
+            self.last_waiting = Some(progress.clone());
+        } else {
+            self.last_waiting = None;
+        }
+        self.observer.notify(&progress);
+    }
+
+    /// Waits one poll interval; false when a signal asked to stop.
+    fn pause_a_moment(&self) -> bool {
+        let until = Instant::now() + self.options.poll;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20).min(self.options.poll));
+        }
+        !self.stop.load(Ordering::SeqCst)
+    }
+
+    fn interrupted() -> StepEnd {
+        StepEnd::Stopped("interrupted by a signal; run the plan again to resume".into())
+    }
+
+    /// Takes the plan's lock, waiting up to `wait` for another holder.
+    fn lock_waiting(&self, plan: &str, wait: Duration) -> Result<Box<dyn HeldLock>> {
+        let name = self.layout.lock(&format!("plan-{plan}"));
+        let holder = format!(
+            "the rollout of plan {plan} by {} (pid {}) since {}",
+            self.actor,
+            std::process::id(),
+            now_rfc3339()
+        );
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.store.lock(&name, self.options.lock_ttl, &holder) {
+                Err(Error::LockHeld { .. }) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(200))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a plan to its end, resuming where its records say it stopped.
+    pub fn run(&mut self, plan: &Plan) -> Result<()> {
+        let lock = self.lock_waiting(&plan.name, self.options.lock_wait)?;
+        let progress = self.begin_plan(plan)?;
+        match progress.status {
+            PlanStatus::Completed => {
+                self.notify(Progress::PlanDone { plan: plan.name.clone() });
+                return Ok(());
+            }
+            PlanStatus::RolledBack => {
+                return Err(Error::Stopped(format!(
+                    "plan {} was rolled back at step {}; a plan that was rolled back does not go on (run a plan with a new name)",
+                    plan.name,
+                    progress.done + 1
+                )))
+            }
+            PlanStatus::Running => {}
+        }
+        for index in progress.done..plan.steps.len() {
+            match self.run_step(plan, index, lock.as_ref())? {
+                StepEnd::Done => {}
+                StepEnd::Stopped(reason) => {
+                    self.notify(Progress::Stopped {
+                        cluster: plan.steps[index].cluster.clone(),
+                        reason: reason.clone(),
+                    });
+                    return Err(Error::Stopped(reason));
+                }
+            }
+        }
+        self.notify(Progress::PlanDone {
+            plan: plan.name.clone(),
+        });
+        Ok(())
+    }
+
+    /// Reads (or creates) the plan's progress record; a plan must not change
+    /// while it runs.
+    fn begin_plan(&mut self, plan: &Plan) -> Result<PlanProgress> {
+        let key = self.layout.plan(&plan.name);
+        let digest = generation(&serde_json::to_value(plan).expect("a plan serializes"));
+        let actor = self.actor.clone();
+        let docs = update(
+            self.store,
+            std::slice::from_ref(&key),
+            |current| match &current.docs[0] {
+                Some(doc) => {
+                    let progress = PlanProgress::from_document(&key, doc)?;
+                    let recorded = doc
+                        .get("digest")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    if recorded != digest {
+                        return Err(Error::bad_key(
+                            &key,
+                            format!(
+                                "plan {} changed since it started (its steps differ from those recorded); \
+                                 a plan must not change while it runs: give the new one a new name",
+                                plan.name
+                            ),
+                        ));
+                    }
+                    let _ = progress;
+                    Ok(None)
+                }
+                None => {
+                    let mut progress = PlanProgress::new(plan);
+                    progress.record(Event::now(
+                        &actor,
+                        "started",
+                        format!("{} steps", plan.steps.len()),
+                    ));
+                    let mut doc = progress.to_document();
+                    doc["digest"] = json!(digest);
+                    Ok(Some(vec![Some(doc)]))
+                }
+            },
+        )?;
+        let doc = docs[0].clone().expect("the plan record exists now");
+        PlanProgress::from_document(&key, &doc)
+    }
+
+    fn run_step(&mut self, plan: &Plan, index: usize, lock: &dyn HeldLock) -> Result<StepEnd> {
+        let cluster = plan.steps[index].cluster.clone();
+        let id = rollout_id(plan, index);
+        let members = self.start_step(plan, index)?;
+        self.notify(Progress::StepStarted {
+            step: index + 1,
+            steps: plan.steps.len(),
+            cluster: cluster.clone(),
+            rollout: id.clone(),
+            members,
+        });
+        match self.drive(&cluster, &id, Direction::Forward, lock)? {
+            StepEnd::Done => {
+                self.finish_step(plan, index)?;
+                self.notify(Progress::StepDone {
+                    step: index + 1,
+                    cluster,
+                });
+                Ok(StepEnd::Done)
+            }
+            stopped => Ok(stopped),
+        }
+    }
+
+    /// Moves the rollout of `cluster` batch by batch in `direction` — each
+    /// batch gated on the nodes' reports, with the strategy's pause between
+    /// batches — until its last batch has passed its gate (`Done`) or it must
+    /// stop. Each turn reads the record and the fleet afresh, so whatever an
+    /// operator or a crashed predecessor left is taken as found.
+    fn drive(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        direction: Direction,
+        lock: &dyn HeldLock,
+    ) -> Result<StepEnd> {
+        let mut gate_open_since: Option<Instant> = None;
+        loop {
+            lock.check()?;
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(Orchestrator::interrupted());
+            }
+            let fleet = Fleet::read(
+                self.store,
+                &self.layout,
+                cluster,
+                self.options.member_ttl,
+                SystemTime::now(),
+            )?;
+            let state = match self.current(&fleet, cluster, id, direction)? {
+                Ok(state) => state,
+                Err(stopped) => return Ok(stopped),
+            };
+            let order = ranked(id, fleet.batch_members().iter().map(|m| m.node.as_str()));
+            if state.batches == 0 {
+                self.release(cluster, &state, &order)?;
+                continue;
+            }
+            let watched = |rank: f64| state.watches(rank);
+            let states = gate_states(&fleet, &state);
+            let counts = watched_counts(&states, &order, watched);
+            self.report_waiting(cluster, &fleet, counts, &state);
+            let max_failed = state.strategy.max_failed.of(order.len());
+            let min_converged = state.wait.min_converged.unwrap_or(Amount::Percent(100.0));
+            match gate(counts, max_failed, min_converged) {
+                Gate::TooManyFailures { failed, allowed } => {
+                    let failed_nodes = nodes_in(&states, &order, MemberState::Failed, watched);
+                    let reason = match direction {
+                        Direction::Forward => format!(
+                            "{failed} released nodes failed, more than the {allowed} allowed ({}); \
+                             `convergent rollout resume {cluster}` then run the plan again to go on, \
+                             or `convergent rollout rollback {cluster}`",
+                            names(&failed_nodes)
+                        ),
+                        Direction::Back => format!(
+                            "{failed} nodes failed on the way back, more than the {allowed} allowed ({}); \
+                             `convergent rollout resume {cluster}` then run the rollback again to go on",
+                            names(&failed_nodes)
+                        ),
+                    };
+                    return self.stop_rollout(cluster, id, reason);
+                }
+                Gate::Wait => {
+                    gate_open_since = None;
+                    if let Some(reason) = timed_out(&state, &states, &order, watched) {
+                        return self.stop_rollout(cluster, id, reason);
+                    }
+                }
+                Gate::Pass if state.fully_moved() => return Ok(StepEnd::Done),
+                Gate::Pass => {
+                    let since = *gate_open_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= state.strategy.pause.0 {
+                        gate_open_since = None;
+                        self.release(cluster, &state, &order)?;
+                        continue;
+                    }
+                }
+            }
+            if !self.pause_a_moment() {
+                return Ok(Orchestrator::interrupted());
+            }
+        }
+    }
+
+    /// The record of `cluster` if it is still ours and running in
+    /// `direction`; otherwise why the orchestrator must stop.
+    fn current(
+        &self,
+        fleet: &Fleet,
+        cluster: &str,
+        id: &str,
+        direction: Direction,
+    ) -> Result<std::result::Result<RolloutState, StepEnd>> {
+        let key = self.layout.rollout(cluster);
+        let Some(doc) = &fleet.rollout_doc else {
+            return Ok(Err(StepEnd::Stopped(format!(
+                "the rollout record of {cluster} is gone (rolled back all at once?)"
+            ))));
+        };
+        let state = RolloutState::from_document(&key, doc)?;
+        if state.id != id {
+            return Ok(Err(StepEnd::Stopped(format!(
+                "cluster {cluster} now has another rollout, {}",
+                state.id
+            ))));
+        }
+        let why = state
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".into());
+        match (state.status, state.direction) {
+            (Status::Running, d) if d == direction => Ok(Ok(state)),
+            (Status::Running, Direction::Back) => Ok(Err(StepEnd::Stopped(format!(
+                "{cluster} is being rolled back"
+            )))),
+            (Status::Running, Direction::Forward) => Ok(Err(StepEnd::Stopped(format!(
+                "{cluster} is rolling forward again"
+            )))),
+            (Status::Paused, _) => Ok(Err(StepEnd::Stopped(format!(
+                "the rollout of {cluster} is paused: {why}"
+            )))),
+            (Status::Aborted, _) => Ok(Err(StepEnd::Stopped(format!(
+                "the rollout of {cluster} was aborted: {why}"
+            )))),
+        }
+    }
+
+    fn report_waiting(
+        &mut self,
+        cluster: &str,
+        fleet: &Fleet,
+        counts: GateCounts,
+        state: &RolloutState,
+    ) {
+        let absent = fleet
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Absent)
+            .count();
+        let elapsed = state
+            .moved_at
+            .as_deref()
+            .and_then(|t| parse_rfc3339(t).ok())
+            .map_or(0, |t| age_seconds(t, SystemTime::now()));
+        self.notify(Progress::Waiting {
+            cluster: cluster.to_string(),
+            watched: counts.watched,
+            converged: counts.converged,
+            failed: counts.failed,
+            pending: counts.pending(),
+            absent,
+            elapsed_s: elapsed,
+        });
+    }
+
+    /// Creates the step's rollout record where the cluster has none (checking
+    /// the patch against the schema), or finds it there from an earlier run.
+    /// Returns how many members the cluster has.
+    fn start_step(&mut self, plan: &Plan, index: usize) -> Result<usize> {
+        let step = &plan.steps[index];
+        let cluster = &step.cluster;
+        let id = rollout_id(plan, index);
+        let keys = vec![
+            self.layout.rollout(cluster),
+            self.layout.desired(cluster),
+            self.layout.schema(cluster),
+            self.layout.plan(&plan.name),
+        ];
+        let actor = self.actor.clone();
+        update(self.store, &keys, |current| {
+            if let Some(doc) = &current.docs[0] {
+                let existing = RolloutState::from_document(&keys[0], doc)?;
+                if existing.id == id {
+                    return Ok(None); // resuming
+                }
+                return Err(Error::Stopped(format!(
+                    "cluster {cluster} has an active rollout, {} of plan {} ({}); one rollout per cluster",
+                    existing.id,
+                    existing.plan,
+                    serde_json::to_value(existing.status).expect("serializes").as_str().unwrap_or_default()
+                )));
+            }
+            if current.docs[1].is_none() && current.docs[2].is_none() {
+                return Err(Error::bad_key(
+                    &keys[1],
+                    format!("unknown cluster {cluster:?}: step {} cannot run", index + 1),
+                ));
+            }
+            if let Some(schema_doc) = &current.docs[2] {
+                let schema = Schema::from_document(&keys[2], schema_doc)?;
+                let patch = Value::Object(step.set.clone());
+                if let Some(to) = state_of(&patch).map_err(|e| Error::bad_key(&keys[0], e))? {
+                    let from = current.docs[1]
+                        .as_ref()
+                        .and_then(|d| state_of(d).ok().flatten());
+                    schema.check_transition(from, to).map_err(|e| {
+                        Error::bad_key(
+                            &keys[1],
+                            format!("step {} of plan {}: {e}", index + 1, plan.name),
+                        )
+                    })?;
+                }
+            }
+            let record = RolloutState::new(plan, index, &actor);
+            let mut progress_doc = current.docs[3]
+                .clone()
+                .unwrap_or_else(|| PlanProgress::new(plan).to_document());
+            let mut progress = PlanProgress::from_document(&keys[3], &progress_doc)?;
+            progress.record(Event::now(
+                &actor,
+                "step started",
+                format!("step {}: {cluster}, rollout {id}", index + 1),
+            ));
+            let digest = progress_doc.get("digest").cloned();
+            progress_doc = progress.to_document();
+            if let Some(d) = digest {
+                progress_doc["digest"] = d;
+            }
+            let mut docs = current.docs.clone();
+            docs[0] = Some(record.to_document());
+            docs[3] = Some(progress_doc);
+            Ok(Some(docs))
+        })?;
+        let fleet = Fleet::read(
+            self.store,
+            &self.layout,
+            cluster,
+            self.options.member_ttl,
+            SystemTime::now(),
+        )?;
+        Ok(fleet.batch_members().len())
+    }
+
+    /// Releases the next batch (forward) or takes one back (rollback).
+    fn release(&mut self, cluster: &str, state: &RolloutState, order: &[Ranked]) -> Result<()> {
+        let first = state.batches == 0;
+        let k = batch_size(
+            first,
+            state.strategy.canary,
+            state.strategy.batch,
+            order.len(),
+        );
+        let (threshold, nodes) = match state.direction {
+            Direction::Forward => {
+                let t = next_threshold(order, state.threshold, k);
+                let nodes = order
+                    .iter()
+                    .filter(|r| r.rank > state.threshold && r.rank <= t)
+                    .map(|r| r.node.clone())
+                    .collect::<Vec<_>>();
+                (Some(t), nodes)
+            }
+            Direction::Back => {
+                let t = previous_threshold(order, state.threshold, k);
+                let nodes = order
+                    .iter()
+                    .filter(|r| r.rank <= state.threshold && t.is_none_or(|t| r.rank > t))
+                    .map(|r| r.node.clone())
+                    .collect::<Vec<_>>();
+                (t, nodes)
+            }
+        };
+        // The last batch back: nobody is released any more. The patch goes
+        // too, so that even a node of rank exactly 0 is back; the record
+        // itself stays until this batch has passed its gate.
+        let (threshold, last_back) = match threshold {
+            Some(t) => (t, false),
+            None => (0.0, true),
+        };
+        let key = self.layout.rollout(cluster);
+        let actor = self.actor.clone();
+        let (verb, batch) = match state.direction {
+            Direction::Forward => ("released", state.batches + 1),
+            Direction::Back => ("took back", state.batches + 1),
+        };
+        let shown = short_list(&nodes, ", ");
+        let mut moved = false;
+        update(self.store, std::slice::from_ref(&key), |current| {
+            let Some(doc) = &current.docs[0] else {
+                return Ok(None);
+            };
+            let mut s = RolloutState::from_document(&key, doc)?;
+            // Someone paused, aborted or moved it meanwhile: the next turn sees it.
+            if s.id != state.id
+                || s.status != Status::Running
+                || s.direction != state.direction
+                || s.threshold != state.threshold
+            {
+                return Ok(None);
+            }
+            s.threshold = threshold;
+            s.peak = s.peak.max(threshold);
+            if last_back {
+                s.patch.clear();
+            }
+            s.batches += 1;
+            s.moved_at = Some(now_rfc3339());
+            let label = if first && state.strategy.canary > 0 {
+                "canary"
+            } else {
+                "batch"
+            };
+            s.record(Event::now(
+                &actor,
+                verb,
+                format!("{label} {batch}: {shown} (threshold {threshold:.6})"),
+            ));
+            moved = true;
+            Ok(Some(vec![Some(s.to_document())]))
+        })?;
+        if !moved {
+            return Ok(());
+        }
+        self.notify(Progress::Moved {
+            cluster: cluster.to_string(),
+            direction: state.direction,
+            batch,
+            nodes: nodes.clone(),
+            threshold,
+        });
+        if let (Some(kick), Direction::Forward) = (&state.kick, state.direction) {
+            let failures = kick::kick(self.store, kick, cluster, &nodes);
+            self.notify(Progress::Kicked {
+                cluster: cluster.to_string(),
+                nodes: nodes.len(),
+                failures: failures.clone(),
+            });
+            if !failures.is_empty() {
+                self.note(cluster, &state.id, "kick failed", failures.join("; "))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends an event to the record's history (best kept, never fatal).
+    fn note(&self, cluster: &str, id: &str, event: &str, detail: String) -> Result<()> {
+        let key = self.layout.rollout(cluster);
+        let actor = self.actor.clone();
+        update(self.store, std::slice::from_ref(&key), |current| {
+            let Some(doc) = &current.docs[0] else {
+                return Ok(None);
+            };
+            let mut s = RolloutState::from_document(&key, doc)?;
+            if s.id != id {
+                return Ok(None);
+            }
+            s.record(Event::now(&actor, event, detail.clone()));
+            Ok(Some(vec![Some(s.to_document())]))
+        })?;
+        Ok(())
+    }
+
+    /// Pauses the rollout with the reason recorded.
+    fn stop_rollout(&mut self, cluster: &str, id: &str, reason: String) -> Result<StepEnd> {
+        let key = self.layout.rollout(cluster);
+        let actor = self.actor.clone();
+        update(self.store, std::slice::from_ref(&key), |current| {
+            let Some(doc) = &current.docs[0] else {
+                return Ok(None);
+            };
+            let mut s = RolloutState::from_document(&key, doc)?;
+            if s.id != id || s.status != Status::Running {
+                return Ok(None);
+            }
+            s.status = Status::Paused;
+            s.reason = Some(reason.clone());
+            s.record(Event::now(&actor, "paused", reason.clone()));
+            Ok(Some(vec![Some(s.to_document())]))
+        })?;
+        Ok(StepEnd::Stopped(format!(
+            "the rollout of {cluster} is paused: {reason}"
+        )))
+    }
+
+    /// Folds the patch into the cluster's desired document, removes the
+    /// record and counts the step done — one transaction.
+    fn finish_step(&mut self, plan: &Plan, index: usize) -> Result<()> {
+        let cluster = &plan.steps[index].cluster;
+        let keys = vec![
+            self.layout.rollout(cluster),
+            self.layout.desired(cluster),
+            self.layout.plan(&plan.name),
+            self.layout.history(cluster),
+        ];
+        let id = rollout_id(plan, index);
+        let actor = self.actor.clone();
+        let env_actor = actor.clone();
+        update(self.store, &keys, |current| {
+            let Some(doc) = &current.docs[0] else {
+                return Err(Error::Stopped(format!(
+                    "the rollout record of {cluster} vanished before its step could end"
+                )));
+            };
+            let state = RolloutState::from_document(&keys[0], doc)?;
+            if state.id != id || state.status != Status::Running || state.threshold < 1.0 {
+                return Err(Error::Stopped(format!(
+                    "the rollout of {cluster} changed before its step could end"
+                )));
+            }
+            let old = current.docs[1].clone().unwrap_or_else(|| json!({}));
+            // Nulls are kept: a `null` in the patch must go on removing the
+            // key from the layers below, as it did while it was a patch.
+            let new = merged(&old, &Value::Object(state.patch.clone()), Nulls::Keep);
+            let progress_doc = current.docs[2]
+                .clone()
+                .unwrap_or_else(|| PlanProgress::new(plan).to_document());
+            let mut progress = PlanProgress::from_document(&keys[2], &progress_doc)?;
+            progress.done = index + 1;
+            if progress.done == plan.steps.len() {
+                progress.status = PlanStatus::Completed;
+            }
+            progress.record(Event::now(
+                &actor,
+                "step done",
+                format!("step {}: {cluster}, rollout {id}", index + 1),
+            ));
+            let mut progress_doc_new = progress.to_document();
+            if let Some(d) = progress_doc.get("digest") {
+                progress_doc_new["digest"] = d.clone();
+            }
+            let change = Change::now(
+                &|name: &str| (name == "CONVERGENT_ACTOR").then(|| env_actor.clone()),
+                "rollout",
+                &keys[1],
+                diff(Some(&old), Some(&new)),
+                Some(format!(
+                    "plan {} step {} (rollout {id})",
+                    plan.name,
+                    index + 1
+                )),
+            );
+            let history_doc = history::append(current.docs[3].as_ref(), &keys[3], change)?;
+            Ok(Some(vec![
+                None,
+                Some(new),
+                Some(progress_doc_new),
+                Some(history_doc),
+            ]))
+        })?;
+        Ok(())
+    }
+
+    /// Rolls a cluster's rollout back: the threshold falls batch by batch,
+    /// highest ranks first, each batch gated on the nodes reporting the
+    /// previous desired state, until no node is released; then the record
+    /// goes. `all_at_once` removes the record at once (every node returns
+    /// on its next run: for emergencies only).
+    pub fn rollback(&mut self, cluster: &str, all_at_once: bool) -> Result<()> {
+        let key = self.layout.rollout(cluster);
+        let actor = self.actor.clone();
+        let docs = update(self.store, std::slice::from_ref(&key), |current| {
+            let Some(doc) = &current.docs[0] else {
+                return Err(Error::Stopped(format!(
+                    "cluster {cluster} has no rollout to roll back"
+                )));
+            };
+            let mut s = RolloutState::from_document(&key, doc)?;
+            if s.direction == Direction::Back && !all_at_once {
+                return Ok(None); // a rollback that stopped part-way: go on
+            }
+            s.direction = Direction::Back;
+            s.status = Status::Running;
+            s.batches = 0;
+            s.reason = Some(format!("rolled back by {actor}"));
+            s.record(Event::now(
+                &actor,
+                "rollback",
+                if all_at_once {
+                    "all at once"
+                } else {
+                    "batch by batch"
+                },
+            ));
+            Ok(Some(vec![Some(s.to_document())]))
+        })?;
+        let state =
+            RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))?;
+        if all_at_once {
+            return self.end_rollback(cluster, &state, "all at once");
+        }
+        // A forward orchestrator still running sees the rollback on its next
+        // turn and stops, freeing the plan's lock (the caller's `lock_wait`
+        // leaves it time to).
+        let lock = self.lock_waiting(&state.plan, self.options.lock_wait)?;
+        match self.drive(cluster, &state.id, Direction::Back, lock.as_ref())? {
+            StepEnd::Done => self.end_rollback(cluster, &state, "batch by batch"),
+            StepEnd::Stopped(reason) => {
+                self.notify(Progress::Stopped {
+                    cluster: cluster.to_string(),
+                    reason: reason.clone(),
+                });
+                Err(Error::Stopped(reason))
+            }
+        }
+    }
+
+    /// Removes the record (nobody released any more), marks the plan rolled
+    /// back and records it in the cluster's history — one transaction.
+    fn end_rollback(&mut self, cluster: &str, state: &RolloutState, how: &str) -> Result<()> {
+        let keys = vec![
+            self.layout.rollout(cluster),
+            self.layout.plan(&state.plan),
+            self.layout.history(cluster),
+        ];
+        let actor = self.actor.clone();
+        update(self.store, &keys, |current| {
+            let Some(doc) = &current.docs[0] else {
+                return Ok(None);
+            };
+            let s = RolloutState::from_document(&keys[0], doc)?;
+            if s.id != state.id {
+                return Ok(None);
+            }
+            let mut docs = vec![None, current.docs[1].clone(), current.docs[2].clone()];
+            if let Some(progress_doc) = &current.docs[1] {
+                let mut progress = PlanProgress::from_document(&keys[1], progress_doc)?;
+                progress.status = PlanStatus::RolledBack;
+                progress.record(Event::now(
+                    &actor,
+                    "rolled back",
+                    format!("step {}: {cluster}, rollout {}", s.step + 1, s.id),
+                ));
+                let mut doc = progress.to_document();
+                if let Some(d) = progress_doc.get("digest") {
+                    doc["digest"] = d.clone();
+                }
+                docs[1] = Some(doc);
+            }
+            let change = Change::now(
+                &|name: &str| (name == "CONVERGENT_ACTOR").then(|| actor.clone()),
+                "rollback",
+                &keys[0],
+                Vec::new(),
+                Some(format!(
+                    "rollout {} of plan {} rolled back {how}",
+                    s.id, s.plan
+                )),
+            );
+            docs[2] = Some(history::append(current.docs[2].as_ref(), &keys[2], change)?);
+            Ok(Some(docs))
+        })?;
+        self.notify(Progress::RolledBack {
+            cluster: cluster.to_string(),
+        });
+        Ok(())
+    }
+}
+
+/// Where a member stands for a batch's gate. Unlike the fleet view, a
+/// failure counts only when it is a failure *at the generation computed for
+/// the node now*: a node that failed on an earlier desired state (before
+/// being taken back, say) has not tried this one yet, so it is pending. A
+/// failure an operator's `resume` dealt with (`forgiven`) is pending too,
+/// until the node reports again.
+fn gate_state(member: &Member, forgiven: &BTreeMap<String, String>) -> MemberState {
+    match member.state {
+        MemberState::Failed
+            if member.observed_generation.as_deref() != Some(&member.desired_generation)
+                || (member.reported_at.is_some()
+                    && forgiven.get(&member.node) == member.reported_at.as_ref()) =>
+        {
+            MemberState::Pending
+        }
+        other => other,
+    }
+}
+
+/// The members of one turn, by name, each with its gate state.
+fn gate_states<'f>(
+    fleet: &'f Fleet,
+    state: &RolloutState,
+) -> HashMap<&'f str, (MemberState, &'f Member)> {
+    fleet
+        .members
+        .iter()
+        .map(|m| (m.node.as_str(), (gate_state(m, &state.forgiven), m)))
+        .collect()
+}
+
+/// Counts the present members whose rank satisfies `watched`.
+fn watched_counts(
+    states: &HashMap<&str, (MemberState, &Member)>,
+    order: &[Ranked],
+    watched: impl Fn(f64) -> bool,
+) -> GateCounts {
+    let mut counts = GateCounts::default();
+    for r in order.iter().filter(|r| watched(r.rank)) {
+        let Some((state, _)) = states.get(r.node.as_str()) else {
+            continue;
+        };
+        match state {
+            MemberState::Absent => continue,
+            MemberState::Converged => counts.converged += 1,
+            MemberState::Failed => counts.failed += 1,
+            MemberState::Pending => {}
+        }
+        counts.watched += 1;
+    }
+    counts
+}
+
+/// The watched members in `wanted` state, in rank order.
+fn nodes_in<'f>(
+    states: &HashMap<&str, (MemberState, &'f Member)>,
+    order: &[Ranked],
+    wanted: MemberState,
+    watched: impl Fn(f64) -> bool,
+) -> Vec<&'f Member> {
+    order
+        .iter()
+        .filter(|r| watched(r.rank))
+        .filter_map(|r| states.get(r.node.as_str()))
+        .filter(|(state, _)| *state == wanted)
+        .map(|(_, m)| *m)
+        .collect()
+}
+
+/// Node names, for messages.
+fn names(members: &[&Member]) -> String {
+    let names: Vec<String> = members.iter().map(|m| m.node.clone()).collect();
+    short_list(&names, ", ")
+}
+
+/// Names joined by `separator`, the first 20 only when there are more (a
+/// batch of a big fleet has thousands): for logs and histories.
+pub fn short_list(names: &[String], separator: &str) -> String {
+    const SHOWN: usize = 20;
+    if names.len() > SHOWN {
+        format!(
+            "{}{separator}… ({} in all)",
+            names[..SHOWN].join(separator),
+            names.len()
+        )
+    } else {
+        names.join(separator)
+    }
+}
+
+/// The reason to pause when the latest batch has waited past the step's
+/// timeout.
+fn timed_out(
+    state: &RolloutState,
+    states: &HashMap<&str, (MemberState, &Member)>,
+    order: &[Ranked],
+    watched: impl Fn(f64) -> bool,
+) -> Option<String> {
+    let timeout = state.wait.timeout?.0;
+    let moved = parse_rfc3339(state.moved_at.as_deref()?).ok()?;
+    let waited = age_seconds(moved, SystemTime::now());
+    if waited < timeout.as_secs().max(1) {
+        return None;
+    }
+    let pending = nodes_in(states, order, MemberState::Pending, watched);
+    Some(format!(
+        "batch {} did not converge within {} ({} still pending: {})",
+        state.batches,
+        HumanDuration(timeout),
+        pending.len(),
+        names(&pending)
+    ))
+}
+
+/// What a dry run shows of one step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepPreview {
+    /// The step's number (from 1).
+    pub step: usize,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its rollout id.
+    pub rollout: String,
+    /// Its patch, as canonical JSON.
+    pub patch: String,
+    /// The current members in the order they would be released, by batch.
+    pub batches: Vec<Vec<String>>,
+}
+
+/// Which current members fall in which batch of each step; writes nothing.
+pub fn preview(
+    store: &dyn Store,
+    layout: &Layout,
+    plan: &Plan,
+    member_ttl: Duration,
+) -> Result<Vec<StepPreview>> {
+    let mut out = Vec::new();
+    for (index, step) in plan.steps.iter().enumerate() {
+        let fleet = Fleet::read(store, layout, &step.cluster, member_ttl, SystemTime::now())?;
+        let id = rollout_id(plan, index);
+        let order = ranked(&id, fleet.batch_members().iter().map(|m| m.node.as_str()));
+        let mut batches = Vec::new();
+        let mut threshold = 0.0;
+        while threshold < 1.0 && !order.is_empty() {
+            let k = batch_size(
+                batches.is_empty(),
+                step.strategy.canary,
+                step.strategy.batch,
+                order.len(),
+            );
+            let next = next_threshold(&order, threshold, k);
+            batches.push(
+                order
+                    .iter()
+                    .filter(|r| r.rank > threshold && r.rank <= next)
+                    .map(|r| r.node.clone())
+                    .collect(),
+            );
+            threshold = next;
+        }
+        out.push(StepPreview {
+            step: index + 1,
+            cluster: step.cluster.clone(),
+            rollout: id,
+            patch: canonical_json(&Value::Object(step.set.clone())),
+            batches,
+        });
+    }
+    Ok(out)
+}
+
+/// An operator's action on a running rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Stop releasing until resumed.
+    Pause,
+    /// Go on after a pause.
+    Resume,
+    /// Stop releasing for good; the record stays (rollback remains).
+    Abort,
+}
+
+/// Pauses, resumes or aborts the rollout of `cluster`, with the reason
+/// recorded. A running orchestrator sees it on its next turn.
+pub fn control(
+    store: &dyn Store,
+    layout: &Layout,
+    cluster: &str,
+    action: Control,
+    actor: &str,
+    reason: Option<String>,
+) -> Result<RolloutState> {
+    let key = layout.rollout(cluster);
+    // Resuming means "the failures that stopped you are dealt with": the
+    // failure reports there are now stop counting; each node's next
+    // report counts again. (Compared by the report's own time stamp, so no
+    // clocks need to agree.)
+    let forgiven: BTreeMap<String, String> = match action {
+        Control::Resume => Fleet::read(store, layout, cluster, Duration::MAX, SystemTime::now())?
+            .members
+            .into_iter()
+            .filter(|m| m.state == MemberState::Failed)
+            .filter_map(|m| Some((m.node, m.reported_at?)))
+            .collect(),
+        Control::Pause | Control::Abort => BTreeMap::new(),
+    };
+    let docs = update(store, std::slice::from_ref(&key), |current| {
+        let Some(doc) = &current.docs[0] else {
+            return Err(Error::Stopped(format!(
+                "cluster {cluster} has no active rollout"
+            )));
+        };
+        let mut s = RolloutState::from_document(&key, doc)?;
+        let (event, status) = match (action, s.status) {
+            (Control::Pause, Status::Running) => ("paused", Status::Paused),
+            (Control::Resume, Status::Paused) => ("resumed", Status::Running),
+            (Control::Abort, Status::Running | Status::Paused) => ("aborted", Status::Aborted),
+            (_, current) => {
+                return Err(Error::Stopped(format!(
+                    "the rollout of {cluster} is {}: nothing to {}",
+                    serde_json::to_value(current)
+                        .expect("serializes")
+                        .as_str()
+                        .unwrap_or_default(),
+                    match action {
+                        Control::Pause => "pause",
+                        Control::Resume => "resume",
+                        Control::Abort => "abort",
+                    }
+                )))
+            }
+        };
+        s.status = status;
+        if action == Control::Resume {
+            s.forgiven = forgiven.clone();
+        }
+        let why = reason
+            .clone()
+            .unwrap_or_else(|| format!("{event} by {actor}"));
+        s.reason = (status != Status::Running).then(|| why.clone());
+        s.record(Event::now(actor, event, why));
+        Ok(Some(vec![Some(s.to_document())]))
+    })?;
+    RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))
+}
+
+/// How a rollout stands, for `rollout status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutView {
+    /// The cluster.
+    pub cluster: String,
+    /// The record.
+    pub record: RolloutState,
+    /// Released members that are present.
+    pub released: usize,
+    /// Of those, converged.
+    pub converged: usize,
+    /// Of those, failed.
+    pub failed: usize,
+    /// Members not released yet.
+    pub waiting: usize,
+    /// Members absent.
+    pub absent: usize,
+}
+
+/// Every active rollout (or that of `cluster`), with its fleet's counts.
+pub fn rollouts(
+    store: &dyn Store,
+    layout: &Layout,
+    cluster: Option<&str>,
+    member_ttl: Duration,
+) -> Result<Vec<RolloutView>> {
+    let clusters: Vec<String> = match cluster {
+        Some(c) => vec![c.to_string()],
+        None => {
+            let root = layout.key("rollouts");
+            let (entries, _) = store.read_tree(&root)?;
+            let folded = crate::document::fold(&root, &entries)?;
+            folded
+                .and_then(|f| f.doc.as_object().map(|m| m.keys().cloned().collect()))
+                .unwrap_or_default()
+        }
+    };
+    let mut out = Vec::new();
+    for c in clusters {
+        let fleet = Fleet::read(store, layout, &c, member_ttl, SystemTime::now())?;
+        let Some(doc) = &fleet.rollout_doc else {
+            continue;
+        };
+        let record = RolloutState::from_document(&layout.rollout(&c), doc)?;
+        let order = ranked(
+            &record.id,
+            fleet.batch_members().iter().map(|m| m.node.as_str()),
+        );
+        let states = gate_states(&fleet, &record);
+        let counts = watched_counts(&states, &order, |r| r <= record.threshold);
+        out.push(RolloutView {
+            cluster: c,
+            released: counts.watched,
+            converged: counts.converged,
+            failed: counts.failed,
+            waiting: order.iter().filter(|r| r.rank > record.threshold).count(),
+            absent: fleet
+                .members
+                .iter()
+                .filter(|m| m.state == MemberState::Absent)
+                .count(),
+            record,
+        });
+    }
+    Ok(out)
+}

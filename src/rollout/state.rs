@@ -1,0 +1,296 @@
+//! What the orchestrator keeps in the store, so that killing it at any moment
+//! and running the same plan again resumes it:
+//!
+//! - `P/rollouts/C`: the active rollout of cluster C — what nodes read (`id`,
+//!   `status`, `threshold`, `patch`) and what the orchestrator needs to go on
+//!   (the step's strategy, how far it got, why it stopped, its history);
+//! - `P/plans/NAME`: a plan's progress — how many steps are done.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::plan::{Kick, Plan, Step, Strategy, Wait};
+use crate::clock::now_rfc3339;
+use crate::error::{Error, Result};
+
+/// How many events a rollout record and a plan record keep.
+pub const HISTORY_LIMIT: usize = 100;
+
+/// Whether a rollout goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Releasing (or taking back) batch by batch.
+    Running,
+    /// Stopped, by an operator or by failures or a timeout; `resume` goes on.
+    Paused,
+    /// Stopped for good: nothing more is released; `rollback` remains.
+    Aborted,
+}
+
+/// Which way the threshold moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Releasing: the threshold rises.
+    #[default]
+    Forward,
+    /// Rolling back: the threshold falls, highest ranks first.
+    Back,
+}
+
+/// One event in a record's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// Who: `user@host` or `$CONVERGENT_ACTOR`.
+    pub actor: String,
+    /// What happened (`started`, `released`, `paused`, …).
+    pub event: String,
+    /// The details: which nodes, why.
+    pub detail: String,
+}
+
+impl Event {
+    /// An event happening now.
+    pub fn now(actor: &str, event: &str, detail: impl Into<String>) -> Event {
+        Event {
+            time: now_rfc3339(),
+            actor: actor.to_string(),
+            event: event.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+fn push(history: &mut Vec<Event>, event: Event) {
+    history.push(event);
+    let excess = history.len().saturating_sub(HISTORY_LIMIT);
+    history.drain(..excess);
+}
+
+/// The rollout record at `P/rollouts/C`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    /// The rollout id (`PLAN.STEP`): the seed of every node's rank.
+    pub id: String,
+    /// Running, paused or aborted.
+    pub status: Status,
+    /// Releasing or rolling back.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Node N is released iff `rank(id, N) <= threshold`.
+    pub threshold: f64,
+    /// Laid over the cluster's desired document for released nodes.
+    pub patch: Map<String, Value>,
+    /// The plan this step belongs to.
+    pub plan: String,
+    /// The step's index in the plan (from 0).
+    pub step: usize,
+    /// The step's strategy, kept so pause, resume and rollback need no plan file.
+    pub strategy: Strategy,
+    /// The step's wait settings.
+    #[serde(default)]
+    pub wait: Wait,
+    /// How newly released nodes are kicked.
+    #[serde(default)]
+    pub kick: Option<Kick>,
+    /// The highest threshold reached; rollback takes back from there.
+    #[serde(default)]
+    pub peak: f64,
+    /// Batches released (or taken back) so far.
+    #[serde(default)]
+    pub batches: u32,
+    /// When the latest batch moved; its wait timeout counts from here.
+    #[serde(default)]
+    pub moved_at: Option<String>,
+    /// Why it is paused or aborted.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The failure reports (node → `reported_at`) that paused the rollout:
+    /// once an operator resumes they no longer count; each node's next
+    /// report does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forgiven: BTreeMap<String, String>,
+    /// What happened, oldest first, bounded.
+    #[serde(default)]
+    pub history: Vec<Event>,
+}
+
+impl RolloutState {
+    /// The record for step `index` of `plan`, before anything is released.
+    pub fn new(plan: &Plan, index: usize, actor: &str) -> RolloutState {
+        let step: &Step = &plan.steps[index];
+        let mut state = RolloutState {
+            id: rollout_id(plan, index),
+            status: Status::Running,
+            direction: Direction::Forward,
+            threshold: 0.0,
+            patch: step.set.clone(),
+            plan: plan.name.clone(),
+            step: index,
+            strategy: step.strategy.clone(),
+            wait: step.wait.clone(),
+            kick: step.kick.clone(),
+            peak: 0.0,
+            batches: 0,
+            moved_at: None,
+            reason: None,
+            forgiven: BTreeMap::new(),
+            history: Vec::new(),
+        };
+        state.record(Event::now(
+            actor,
+            "started",
+            format!("step {} of plan {}", index + 1, plan.name),
+        ));
+        state
+    }
+
+    /// Reads the record stored at `key`.
+    pub fn from_document(key: &str, doc: &Value) -> Result<RolloutState> {
+        serde_json::from_value(doc.clone()).map_err(|e| {
+            Error::bad_key(
+                key,
+                format!("not a rollout record the orchestrator wrote: {e}"),
+            )
+        })
+    }
+
+    /// The record as a document.
+    pub fn to_document(&self) -> Value {
+        serde_json::to_value(self).expect("a rollout record serializes")
+    }
+
+    /// Appends an event to the history.
+    pub fn record(&mut self, event: Event) {
+        push(&mut self.history, event);
+    }
+
+    /// Whether the gate of the latest batch waits on the node of this rank:
+    /// going forward, every released node; going back, every node taken
+    /// back so far (released at the peak, no longer released now).
+    pub fn watches(&self, rank: f64) -> bool {
+        match self.direction {
+            Direction::Forward => rank <= self.threshold,
+            Direction::Back => rank > self.threshold && rank <= self.peak,
+        }
+    }
+
+    /// Whether the last batch has moved: every node released (forward), or
+    /// none any more (back).
+    pub fn fully_moved(&self) -> bool {
+        match self.direction {
+            Direction::Forward => self.threshold >= 1.0,
+            Direction::Back => self.threshold <= 0.0 && self.patch.is_empty(),
+        }
+    }
+}
+
+/// The rollout id of step `index` (from 0) of a plan: `PLAN.N`, N from 1.
+pub fn rollout_id(plan: &Plan, index: usize) -> String {
+    format!("{}.{}", plan.name, index + 1)
+}
+
+/// Where a plan stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Steps remain.
+    Running,
+    /// Every step is done.
+    Completed,
+    /// A step was rolled back: the plan does not go on.
+    RolledBack,
+}
+
+/// A plan's progress at `P/plans/NAME`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanProgress {
+    /// The plan's name.
+    pub name: String,
+    /// Running, completed or rolled back.
+    pub status: PlanStatus,
+    /// How many steps the plan has.
+    pub steps: usize,
+    /// How many are done.
+    pub done: usize,
+    /// What happened, oldest first, bounded.
+    #[serde(default)]
+    pub history: Vec<Event>,
+}
+
+impl PlanProgress {
+    /// A plan not started yet.
+    pub fn new(plan: &Plan) -> PlanProgress {
+        PlanProgress {
+            name: plan.name.clone(),
+            status: PlanStatus::Running,
+            steps: plan.steps.len(),
+            done: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// Reads the record stored at `key`.
+    pub fn from_document(key: &str, doc: &Value) -> Result<PlanProgress> {
+        serde_json::from_value(doc.clone()).map_err(|e| {
+            Error::bad_key(
+                key,
+                format!("not a plan record the orchestrator wrote: {e}"),
+            )
+        })
+    }
+
+    /// The record as a document.
+    pub fn to_document(&self) -> Value {
+        serde_json::to_value(self).expect("a plan record serializes")
+    }
+
+    /// Appends an event to the history.
+    pub fn record(&mut self, event: Event) {
+        push(&mut self.history, event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::record::RolloutRecord;
+    use std::path::Path;
+
+    #[test]
+    fn nodes_can_read_what_the_orchestrator_writes() {
+        let plan = Plan::parse(Path::new("p.yml"), "name: web-2.4.1\nsteps:\n  - cluster: web\n    set: {version: '2.4.1'}\n    strategy: {canary: 1, batch: 25%}\n").unwrap();
+        let mut state = RolloutState::new(&plan, 0, "alice@ops");
+        state.threshold = 0.5;
+        assert_eq!(state.id, "web-2.4.1.1");
+        let doc = state.to_document();
+        let node_view = RolloutRecord::from_document("k", &doc).unwrap();
+        assert_eq!(node_view.id, "web-2.4.1.1");
+        assert_eq!(node_view.status, "running");
+        assert_eq!(node_view.threshold, 0.5);
+        assert_eq!(RolloutState::from_document("k", &doc).unwrap(), state);
+    }
+
+    #[test]
+    fn histories_are_bounded() {
+        let plan = Plan::parse(
+            Path::new("p.yml"),
+            "name: p\nsteps:\n  - cluster: web\n    set: {v: 1}\n",
+        )
+        .unwrap();
+        let mut progress = PlanProgress::new(&plan);
+        for i in 0..(HISTORY_LIMIT + 10) {
+            progress.record(Event::now("a", "e", i.to_string()));
+        }
+        assert_eq!(progress.history.len(), HISTORY_LIMIT);
+        assert_eq!(
+            progress.history.last().unwrap().detail,
+            (HISTORY_LIMIT + 9).to_string()
+        );
+    }
+}
