@@ -305,6 +305,7 @@ fn describe(progress: &Progress) -> String {
         Progress::Kicked { cluster, nodes, failures } => {
             format!("{cluster}: kicked {}, {} failed: {}", count(*nodes, "node"), failures.len(), failures.join("; "))
         }
+        Progress::StoreUnavailable { cluster, reason } => format!("{cluster}: the store cannot be reached, trying again: {reason}"),
         Progress::Stopped { cluster, reason } => format!("{cluster}: stopped: {reason}"),
         Progress::StepDone { step, cluster } => format!("step {step} done: {cluster}'s patch is now part of its desired state"),
         Progress::PlanDone { plan } => format!("plan {plan} completed"),

@@ -83,6 +83,8 @@ pub enum Progress {
         nodes: usize,
         failures: Vec<String>,
     },
+    /// The store could not be reached; the orchestrator keeps trying.
+    StoreUnavailable { cluster: String, reason: String },
     /// The rollout stopped before its end.
     Stopped { cluster: String, reason: String },
     /// A step is done: its patch is part of the cluster's desired document.
@@ -104,6 +106,20 @@ enum StepEnd {
     Done,
     Stopped(String),
 }
+
+/// What one turn of the loop did.
+enum Turn {
+    /// A batch moved: look again at once.
+    Moved,
+    /// Nothing to do yet: look again after a poll interval.
+    Waiting,
+    /// The step is over, one way or the other.
+    End(StepEnd),
+}
+
+/// How long the orchestrator waits out a store it cannot reach before it
+/// gives up (exit 69; running the plan again resumes it).
+pub const STORE_OUTAGE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs plans and rollbacks against one store.
 pub struct Orchestrator<'a> {
@@ -137,12 +153,18 @@ impl<'a> Orchestrator<'a> {
         }
     }
 
+    /// Passes an event on; a wait is passed on only when its counts changed
+    /// (not just the time waited), so a log gets a line per change.
     fn notify(&mut self, progress: Progress) {
         if matches!(progress, Progress::Waiting { .. }) {
-            if self.last_waiting.as_ref() == Some(&progress) {
+            let mut counts_only = progress.clone();
+            if let Progress::Waiting { elapsed_s, .. } = &mut counts_only {
+                *elapsed_s = 0;
+            }
+            if self.last_waiting.as_ref() == Some(&counts_only) {
                 return;
             }
-            self.last_waiting = Some(progress.clone());
+            self.last_waiting = Some(counts_only);
         } else {
             self.last_waiting = None;
         }
@@ -295,7 +317,9 @@ impl<'a> Orchestrator<'a> {
     /// batch gated on the nodes' reports, with the strategy's pause between
     /// batches — until its last batch has passed its gate (`Done`) or it must
     /// stop. Each turn reads the record and the fleet afresh, so whatever an
-    /// operator or a crashed predecessor left is taken as found.
+    /// operator or a crashed predecessor left is taken as found. A store that
+    /// cannot be reached is waited out for up to [`STORE_OUTAGE_LIMIT`]
+    /// (while the lock holds: a lease that expires meanwhile ends the run).
     fn drive(
         &mut self,
         cluster: &str,
@@ -304,69 +328,102 @@ impl<'a> Orchestrator<'a> {
         lock: &dyn HeldLock,
     ) -> Result<StepEnd> {
         let mut gate_open_since: Option<Instant> = None;
+        let mut outage_since: Option<Instant> = None;
         loop {
             lock.check()?;
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(Orchestrator::interrupted());
             }
-            let fleet = Fleet::read(
-                self.store,
-                &self.layout,
-                cluster,
-                self.options.member_ttl,
-                SystemTime::now(),
-            )?;
-            let state = match self.current(&fleet, cluster, id, direction)? {
-                Ok(state) => state,
-                Err(stopped) => return Ok(stopped),
-            };
-            let order = ranked(id, fleet.batch_members().iter().map(|m| m.node.as_str()));
-            if state.batches == 0 {
-                self.release(cluster, &state, &order)?;
-                continue;
-            }
-            let watched = |rank: f64| state.watches(rank);
-            let states = gate_states(&fleet, &state);
-            let counts = watched_counts(&states, &order, watched);
-            self.report_waiting(cluster, &fleet, counts, &state);
-            let max_failed = state.strategy.max_failed.of(order.len());
-            let min_converged = state.wait.min_converged.unwrap_or(Amount::Percent(100.0));
-            match gate(counts, max_failed, min_converged) {
-                Gate::TooManyFailures { failed, allowed } => {
-                    let failed_nodes = nodes_in(&states, &order, MemberState::Failed, watched);
-                    let reason = match direction {
-                        Direction::Forward => format!(
-                            "{failed} released nodes failed, more than the {allowed} allowed ({}); \
-                             `convergent rollout resume {cluster}` then run the plan again to go on, \
-                             or `convergent rollout rollback {cluster}`",
-                            names(&failed_nodes)
-                        ),
-                        Direction::Back => format!(
-                            "{failed} nodes failed on the way back, more than the {allowed} allowed ({}); \
-                             `convergent rollout resume {cluster}` then run the rollback again to go on",
-                            names(&failed_nodes)
-                        ),
-                    };
-                    return self.stop_rollout(cluster, id, reason);
+            match self.turn(cluster, id, direction, &mut gate_open_since) {
+                Ok(Turn::Moved) => {
+                    outage_since = None;
+                    continue;
                 }
-                Gate::Wait => {
-                    gate_open_since = None;
-                    if let Some(reason) = timed_out(&state, &states, &order, watched) {
-                        return self.stop_rollout(cluster, id, reason);
+                Ok(Turn::Waiting) => outage_since = None,
+                Ok(Turn::End(end)) => return Ok(end),
+                Err(e) if e.is_unavailable() => match outage_since {
+                    Some(since) if since.elapsed() >= STORE_OUTAGE_LIMIT => return Err(e),
+                    Some(_) => {}
+                    None => {
+                        outage_since = Some(Instant::now());
+                        self.notify(Progress::StoreUnavailable {
+                            cluster: cluster.to_string(),
+                            reason: e.to_string(),
+                        });
                     }
-                }
-                Gate::Pass if state.fully_moved() => return Ok(StepEnd::Done),
-                Gate::Pass => {
-                    let since = *gate_open_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= state.strategy.pause.0 {
-                        gate_open_since = None;
-                        self.release(cluster, &state, &order)?;
-                        continue;
-                    }
-                }
+                },
+                Err(e) => return Err(e),
             }
             if !self.pause_a_moment() {
                 return Ok(Orchestrator::interrupted());
+            }
+        }
+    }
+
+    /// One look at the rollout: read, decide, and move a batch or not.
+    fn turn(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        direction: Direction,
+        gate_open_since: &mut Option<Instant>,
+    ) -> Result<Turn> {
+        let fleet = Fleet::read(
+            self.store,
+            &self.layout,
+            cluster,
+            self.options.member_ttl,
+            SystemTime::now(),
+        )?;
+        let state = match self.current(&fleet, cluster, id, direction)? {
+            Ok(state) => state,
+            Err(stopped) => return Ok(Turn::End(stopped)),
+        };
+        let order = ranked(id, fleet.batch_members().iter().map(|m| m.node.as_str()));
+        if state.batches == 0 {
+            self.release(cluster, &state, &order)?;
+            return Ok(Turn::Moved);
+        }
+        let watched = |rank: f64| state.watches(rank);
+        let states = gate_states(&fleet, &state);
+        let counts = watched_counts(&states, &order, watched);
+        self.report_waiting(cluster, &fleet, counts, &state);
+        let max_failed = state.strategy.max_failed.of(order.len());
+        let min_converged = state.wait.min_converged.unwrap_or(Amount::Percent(100.0));
+        match gate(counts, max_failed, min_converged) {
+            Gate::TooManyFailures { failed, allowed } => {
+                let failed_nodes = nodes_in(&states, &order, MemberState::Failed, watched);
+                let reason = match direction {
+                    Direction::Forward => format!(
+                        "{failed} released nodes failed, more than the {allowed} allowed ({}); \
+                         `convergent rollout resume {cluster}` then run the plan again to go on, \
+                         or `convergent rollout rollback {cluster}`",
+                        names(&failed_nodes)
+                    ),
+                    Direction::Back => format!(
+                        "{failed} nodes failed on the way back, more than the {allowed} allowed ({}); \
+                         `convergent rollout resume {cluster}` then run the rollback again to go on",
+                        names(&failed_nodes)
+                    ),
+                };
+                Ok(Turn::End(self.stop_rollout(cluster, id, reason)?))
+            }
+            Gate::Wait => {
+                *gate_open_since = None;
+                match timed_out(&state, &states, &order, watched) {
+                    Some(reason) => Ok(Turn::End(self.stop_rollout(cluster, id, reason)?)),
+                    None => Ok(Turn::Waiting),
+                }
+            }
+            Gate::Pass if state.fully_moved() => Ok(Turn::End(StepEnd::Done)),
+            Gate::Pass => {
+                let since = *gate_open_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < state.strategy.pause.0 {
+                    return Ok(Turn::Waiting);
+                }
+                *gate_open_since = None;
+                self.release(cluster, &state, &order)?;
+                Ok(Turn::Moved)
             }
         }
     }
@@ -694,6 +751,7 @@ impl<'a> Orchestrator<'a> {
                 .clone()
                 .unwrap_or_else(|| PlanProgress::new(plan).to_document());
             let mut progress = PlanProgress::from_document(&keys[2], &progress_doc)?;
+            progress.keep_history_of(&state);
             progress.done = index + 1;
             if progress.done == plan.steps.len() {
                 progress.status = PlanStatus::Completed;
@@ -803,6 +861,7 @@ impl<'a> Orchestrator<'a> {
             let mut docs = vec![None, current.docs[1].clone(), current.docs[2].clone()];
             if let Some(progress_doc) = &current.docs[1] {
                 let mut progress = PlanProgress::from_document(&keys[1], progress_doc)?;
+                progress.keep_history_of(&s);
                 progress.status = PlanStatus::RolledBack;
                 progress.record(Event::now(
                     &actor,

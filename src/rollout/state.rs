@@ -254,6 +254,16 @@ impl PlanProgress {
     pub fn record(&mut self, event: Event) {
         push(&mut self.history, event);
     }
+
+    /// Keeps the history of a step's rollout record, which goes when the
+    /// step ends, so the plan's record can still tell what happened.
+    pub fn keep_history_of(&mut self, rollout: &RolloutState) {
+        for event in &rollout.history {
+            let mut event = event.clone();
+            event.detail = format!("{}: {}", rollout.id, event.detail);
+            push(&mut self.history, event);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +284,36 @@ mod tests {
         assert_eq!(node_view.status, "running");
         assert_eq!(node_view.threshold, 0.5);
         assert_eq!(RolloutState::from_document("k", &doc).unwrap(), state);
+    }
+
+    #[test]
+    fn a_threshold_at_a_rank_releases_that_node_after_a_trip_through_the_store() {
+        // The orchestrator raises the threshold to the k-th member's rank
+        // exactly; that member must read itself released. A JSON parser that
+        // is off by one ulp (serde_json without `float_roundtrip`) breaks
+        // this for about one node in four.
+        let plan = Plan::parse(
+            Path::new("p.yml"),
+            "name: p\nsteps:\n  - cluster: web\n    set: {v: 1}\n",
+        )
+        .unwrap();
+        let mut state = RolloutState::new(&plan, 0, "a");
+        for i in 0..10_000 {
+            let node = format!("web-{i:05}");
+            state.threshold = crate::rollout::rank::rank(&state.id, &node);
+            let stored = serde_json::to_vec(&state.to_document()).unwrap();
+            let read = crate::document::decode_value("k", &stored).unwrap();
+            let record = RolloutRecord::from_document("k", &read).unwrap();
+            assert!(
+                crate::rollout::rank::is_released(
+                    crate::rollout::rank::rank(&record.id, &node),
+                    record.threshold
+                ),
+                "{node}: threshold {} read back as {}",
+                state.threshold,
+                record.threshold
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::support::{
 
 store_suite! {
     a_three_step_plan_completes_within_the_threshold,
+    batches_release_exactly_their_size,
     a_node_down_during_the_plan_converges_to_the_final_state_on_its_first_run,
     a_node_added_mid_rollout_lands_on_the_right_side_and_never_flips,
     two_orchestrators_started_together_one_proceeds,
@@ -26,14 +27,16 @@ store_suite! {
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Fast timings for tests: nodes converge every 50ms, the orchestrator looks
-/// every 50ms, a node silent for 3s is absent.
+/// every 50ms, a node silent for 3s is absent, a killed orchestrator's lock
+/// frees itself within 5s (shorter risks losing a live lock's lease on a
+/// loaded machine).
 const FAST: [&str; 8] = [
     "--poll",
     "50ms",
     "--member-ttl",
     "3s",
     "--lock-ttl",
-    "2s",
+    "5s",
     "--lock-wait",
     "10s",
 ];
@@ -148,6 +151,15 @@ fn a_three_step_plan_completes_within_the_threshold(backend: Backend) {
         (progress["status"].as_str(), progress["done"].as_u64()),
         (Some("completed"), Some(3))
     );
+    let events = progress["history"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["event"] == "released"
+            && e["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("upgrade-2.5.0.3: canary 1: ")),
+        "the plan keeps each step's batches once its record is gone: {events:?}"
+    );
     let history = clusters["web"]["history"].as_array().unwrap();
     assert_eq!(
         history.iter().filter(|c| c["command"] == "rollout").count(),
@@ -185,6 +197,42 @@ fn a_node_down_during_the_plan_converges_to_the_final_state_on_its_first_run(bac
     assert_eq!(sim.violations(), Vec::<String>::new());
 }
 
+/// How many members read themselves released, as `status` computes it.
+fn released_count(h: &Harness) -> usize {
+    h.status("web", &[])["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["released"] == true)
+        .count()
+}
+
+fn batches_release_exactly_their_size(backend: Backend) {
+    let (h, _sim) = fleet(backend);
+    // A long pause between batches gives the test time to look at each.
+    // (With this name the canary's rank is one that a JSON parser off by an
+    // ulp reads back too low, which once left the canary unreleased.)
+    let plan = plan_file(
+        &h,
+        "exact.yml",
+        "name: exact-2.5.3\nsteps:\n  - cluster: web\n    set: {version: '2.5.0'}\n    strategy: {canary: 1, batch: 25%, pause: 2s}\n",
+    );
+    let orchestrator = spawn_plan(&h, &plan, &[]);
+    // The canary, then 2 (25% of 8) at a time: the threshold sits exactly on
+    // the rank of the last member of each batch, which must read itself
+    // released after the threshold's trip through the store.
+    for (batch, expected) in [(1, 1), (2, 3), (3, 5), (4, 7)] {
+        assert!(
+            eventually(WAIT, || record(&h, "web")
+                .is_some_and(|r| r["batches"].as_u64() == Some(batch))),
+            "batch {batch} is released"
+        );
+        assert_eq!(released_count(&h), expected, "after batch {batch}");
+    }
+    let out = orchestrator.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn a_node_added_mid_rollout_lands_on_the_right_side_and_never_flips(backend: Backend) {
     let (h, mut sim) = fleet(backend);
     let plan = plan_file(
@@ -192,15 +240,15 @@ fn a_node_added_mid_rollout_lands_on_the_right_side_and_never_flips(backend: Bac
         "slow.yml",
         "name: slow-2.5.0\nsteps:\n  - cluster: web\n    set: {version: '2.5.0'}\n    strategy: {canary: 1, batch: 25%, pause: 1s}\n",
     );
-    let mut orchestrator = spawn_plan(&h, &plan, &[]);
+    let orchestrator = spawn_plan(&h, &plan, &[]);
     assert!(
         eventually(WAIT, || record(&h, "web")
             .is_some_and(|r| r["threshold"].as_f64().unwrap_or(0.0) > 0.0)),
         "the canary is released"
     );
     sim.add("web", "web-09");
-    let status = orchestrator.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let out = orchestrator.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let seen = sim.observations("web-09");
     assert!(!seen.is_empty());
     let first_released = seen.iter().position(|o| o.released == Some(true));
@@ -638,7 +686,7 @@ fn a_batch_that_does_not_converge_in_time_pauses_naming_the_stuck_nodes() {
     for n in &stuck {
         sim.stop_node(n);
     }
-    let slow = ["--poll", "50ms", "--member-ttl", "1h", "--lock-ttl", "2s"];
+    let slow = ["--poll", "50ms", "--member-ttl", "1h", "--lock-ttl", "5s"];
     let run = |plan: &str| {
         let mut args = vec!["rollout", "run", plan];
         args.extend_from_slice(&slow);
@@ -656,15 +704,15 @@ fn a_batch_that_does_not_converge_in_time_pauses_naming_the_stuck_nodes() {
     let strict = plan_file(
         &h,
         "strict.yml",
-        "name: strict\nsteps:\n  - cluster: web\n    set: {app: {workers: 16}}\n    strategy: {batch: 100%}\n    wait: {timeout: 1s}\n",
+        "name: strict\nsteps:\n  - cluster: web\n    set: {app: {workers: 16}}\n    strategy: {batch: 100%}\n    wait: {timeout: 5s}\n",
     );
     let out = run(&strict);
     assert_stopped(
         &out,
         75,
         &[
-            "did not converge within 1s",
-            "2 still pending",
+            "did not converge within 5s",
+            "still pending",
             &stuck[0],
             &stuck[1],
         ],
@@ -676,5 +724,60 @@ fn a_batch_that_does_not_converge_in_time_pauses_naming_the_stuck_nodes() {
         h.export()["convergent"]["clusters"]["web"]["desired"]["app"]["workers"],
         12,
         "the paused step's patch is not folded in"
+    );
+}
+
+#[test]
+fn an_etcd_outage_mid_rollout_is_waited_out() {
+    let (mut h, _sim) = fleet(Backend::Etcd);
+    let plan = plan_file(
+        &h,
+        "slow.yml",
+        "name: outage-2.5.0\nsteps:\n  - cluster: web\n    set: {version: '2.5.0'}\n    strategy: {canary: 1, batch: 25%, pause: 1s}\n",
+    );
+    let log = h.path("orchestrator.log");
+    let mut orchestrator = h
+        .process()
+        .args([
+            "rollout",
+            "run",
+            &plan,
+            "--poll",
+            "50ms",
+            "--member-ttl",
+            "1h",
+        ])
+        // Longer than the outage: the lock's lease must survive it.
+        .args(["--lock-ttl", "30s"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(WAIT, || record(&h, "web")
+            .is_some_and(|r| r["batches"].as_u64() >= Some(1))),
+        "the canary is released"
+    );
+    h.etcd().kill();
+    assert!(
+        eventually(WAIT, || std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("the store cannot be reached, trying again")),
+        "the orchestrator notices: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(orchestrator.try_wait().unwrap(), None, "and keeps going");
+    h.etcd().restart();
+    h.etcd().wait_ready().unwrap();
+    let out = orchestrator.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        std::fs::read_to_string(&log).unwrap(),
+        stderr(&out)
+    );
+    assert_eq!(
+        h.export()["convergent"]["clusters"]["web"]["desired"]["version"],
+        "2.5.0"
     );
 }

@@ -196,6 +196,7 @@ fn converge(
     state: &Mutex<Node>,
     violations: &Mutex<Vec<String>>,
 ) -> Option<Observation> {
+    let before = rollout_record(env, cluster);
     let out = env
         .command()
         .args([
@@ -223,7 +224,16 @@ fn converge(
         released: c["rollout"]["released"].as_bool(),
     };
     if let Some(id) = &observation.rollout {
-        check(env, cluster, node, id, &observation, state, violations);
+        check(
+            env,
+            cluster,
+            node,
+            id,
+            &observation,
+            before,
+            state,
+            violations,
+        );
     }
     let fails = state
         .lock()
@@ -244,38 +254,53 @@ fn converge(
     Some(observation)
 }
 
-/// The invariants: released only at or below the threshold (which only
-/// rises while a rollout goes forward, so the one read now bounds the one
-/// the node saw), and never back to unreleased while going forward.
+/// The rollout record of `cluster`, as `get` prints it.
+fn rollout_record(env: &Env, cluster: &str) -> Option<Value> {
+    let out = env
+        .command()
+        .args(["get", &format!("rollouts/{cluster}")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// The invariants, while a rollout goes forward (its threshold only rises,
+/// so the record read before the node's run bounds what it saw from below
+/// and the one read after bounds it from above): released only at or below
+/// the threshold, always released once at or below it, and never back to
+/// unreleased.
+#[allow(clippy::too_many_arguments)]
 fn check(
     env: &Env,
     cluster: &str,
     node: &str,
     id: &str,
     o: &Observation,
+    before: Option<Value>,
     state: &Mutex<Node>,
     violations: &Mutex<Vec<String>>,
 ) {
-    let record = env
-        .command()
-        .args(["get", &format!("rollouts/{cluster}")])
-        .output()
-        .ok();
-    let record: Option<Value> = record
-        .filter(|r| r.status.success())
-        .and_then(|r| serde_json::from_slice(&r.stdout).ok());
-    let Some(record) = record.filter(|r| r["id"] == id) else {
+    let forward = |r: &Value| r["id"] == id && r["direction"] != "back";
+    let Some(after) = rollout_record(env, cluster).filter(forward) else {
         return;
     };
-    if record["direction"] == "back" {
-        return;
-    }
     let u = rank(id, node);
-    let threshold = record["threshold"].as_f64().unwrap_or(0.0);
+    let threshold = after["threshold"].as_f64().unwrap_or(0.0);
     if o.released == Some(true) && u > threshold {
         violations.lock().unwrap().push(format!(
             "{node} released in {id} with rank {u} above threshold {threshold}"
         ));
+    }
+    if let Some(before) = before.filter(forward) {
+        let threshold = before["threshold"].as_f64().unwrap_or(0.0);
+        if o.released == Some(false) && u <= threshold {
+            violations.lock().unwrap().push(format!(
+                "{node} not released in {id} although its rank {u} is within threshold {threshold}"
+            ));
+        }
     }
     let was_released = state
         .lock()
