@@ -26,8 +26,9 @@ module Convergent
       unless SCHEMES.any? { |scheme| url.start_with?(scheme) }
         raise Error, "store URL #{url.inspect} is not one of #{SCHEMES.join(' ')}"
       end
-      authority = url.split('/', 4)[2].to_s.split('?', 2).first
-      return unless authority.include?('@')
+      # file:PATH has no authority; an @ in a path is no credential.
+      authority = url[%r{\A[a-z+]+://([^/?#]*)}, 1]
+      return unless authority&.include?('@')
       raise Error, 'the store URL carries credentials (user@ or user:password@); ' \
                    'pass them through the environment or a token file instead'
     end
