@@ -84,6 +84,8 @@ module Convergent
   end
 end
 
-# In a Chef run: recipes, resources (so `lazy {}` blocks and guards) and
-# their actions.
-::Chef::DSL::Universal.include(::Convergent::DSL) if defined?(::Chef::DSL::Universal)
+# In a Chef run: recipes and resource actions (Chef::DSL::Recipe, which
+# Chef extends to the classes that already include it), and resources, so
+# that `lazy {}` values, guards and ruby_block blocks have them too.
+::Chef::DSL::Recipe.include(::Convergent::DSL) if defined?(::Chef::DSL::Recipe)
+::Chef::Resource.include(::Convergent::DSL) if defined?(::Chef::Resource)

@@ -6,17 +6,15 @@
 # default it does so while the recipes compile, so that compile-time reads
 # (convergent_desired) already find it on a node's first run.
 
-source = node['convergent']['install']['source']
+install_source = node['convergent']['install']['source']
 
-if source
+if install_source
   installation = convergent_installation node['convergent']['binary'] do
-    source source
+    source install_source
     sha256 node['convergent']['install']['sha256'] if node['convergent']['install']['sha256']
   end
   installation.run_action(:install) if node['convergent']['install']['compile_time']
 else
-  log 'convergent: no install source set; the binary is expected at ' \
-      "#{node['convergent']['binary']}" do
-    level :debug
-  end
+  # A log resource would count as an update in every run.
+  Chef::Log.debug("convergent: no install source set; the binary is expected at #{node['convergent']['binary']}")
 end
