@@ -27,12 +27,3 @@ control 'web-off-desired-state' do
     its('content') { should eq "store\n" }
   end
 end
-
-control 'web-off-check-in' do
-  node_name = attributes.params.dig('convergent', 'node')
-  describe json(command: "/usr/local/bin/convergent --format json get observed/web/#{node_name}") do
-    its('status') { should eq 'success' }
-    its('state') { should eq 'off' }
-    its('generation') { should eq attributes.params.dig('convergent', 'generation') }
-  end
-end

@@ -31,13 +31,9 @@ control 'web-waiting-installed' do
   end
 end
 
-control 'web-waiting-check-in' do
+control 'web-waiting-desired-state' do
   describe attributes do
     its(%w(convergent state)) { should eq 'waiting' }
-  end
-  node_name = attributes.params.dig('convergent', 'node')
-  describe json(command: "/usr/local/bin/convergent --format json get observed/web/#{node_name}") do
-    its('status') { should eq 'success' }
-    its('generation') { should eq attributes.params.dig('convergent', 'generation') }
+    its(%w(convergent source stale)) { should eq false }
   end
 end
