@@ -1,0 +1,57 @@
+#
+# Cookbook:: convergent
+# Attributes:: default
+#
+# How recipes run the `convergent` binary. A nil setting is left to the
+# binary: its config file (/etc/convergent/config.yml when present), then its
+# own default. Secrets never go here (node attributes are saved on the Chef
+# server): see README "Credentials".
+
+# The binary, and where convergent::install takes it from.
+default['convergent']['binary'] = '/usr/local/bin/convergent'
+# A local path or an http(s) URL; nil: the binary is installed some other way.
+default['convergent']['install']['source'] = nil
+# sha256 of the binary; required for a URL, checked for a local path when set.
+default['convergent']['install']['sha256'] = nil
+# Install while the recipes compile, so that compile-time reads
+# (convergent_desired) work on a node's first run.
+default['convergent']['install']['compile_time'] = true
+
+# The store and key prefix (binary defaults: file:/etc/convergent/view.yml, convergent).
+default['convergent']['store'] = nil
+default['convergent']['prefix'] = nil
+# This node's cluster (used by convergent::config, the report of a run that
+# failed before it read anything, and the example recipes) and its name in
+# the view (nil: the Chef node name).
+default['convergent']['cluster'] = nil
+default['convergent']['node'] = nil
+
+# The last-known-good cache, and when it may stand in for the store.
+default['convergent']['cache_dir'] = '/var/cache/convergent'
+default['convergent']['max_stale'] = nil      # binary default 24h
+default['convergent']['on_unreachable'] = nil # "cache" (binary default) or "fail"
+
+# The binary's bound on store requests, and the cookbook's hard bound (in
+# seconds) on one run of the binary, after which it is stopped.
+default['convergent']['timeout'] = '5s'
+default['convergent']['command_timeout'] = 30
+
+# Where each cluster's attributes file is written (DIR/CLUSTER.json): the
+# file the report handler reports from.
+default['convergent']['attributes_dir'] = '/var/lib/convergent'
+
+# A file holding the store's secret (etcd password, Consul token), written
+# 0600 by convergent_config; the client passes it the store's way.
+default['convergent']['token_file'] = nil
+# Environment variables for the binary that are not secret, e.g.
+# { 'ETCDCTL_USER' => 'deployer', 'ETCDCTL_CACERT' => '/etc/ssl/etcd-ca.pem' }.
+default['convergent']['environment'] = {}
+
+# The config file convergent::config writes (and the client passes with
+# --config when it exists).
+default['convergent']['config_file'] = '/etc/convergent/config.yml'
+# Register the report handler (convergent::report) from convergent::default.
+default['convergent']['report']['enabled'] = true
+
+# The cluster of the example recipes (convergent::example_web*).
+default['convergent']['example_web']['cluster'] = 'web'

@@ -1,0 +1,56 @@
+# frozen_string_literal: true
+
+#
+# Cookbook:: convergent
+# Library:: run_state
+#
+# What one Chef run has read, kept in `node.run_state` (a Hash that lives
+# for one run and is never saved to the Chef server):
+#
+#   node.run_state['convergent'][CLUSTER]                  the `convergent` object of `attributes`
+#   node.run_state['convergent_attributes_files'][CLUSTER] the attributes file it was written to
+#
+# The report handler reports from the files; recipes read the results.
+
+module Convergent
+  # A view of `node.run_state` for the cookbook's keys.
+  class RunState
+    RESULTS = 'convergent'
+    FILES = 'convergent_attributes_files'
+    # Secret environment variables for the binary, set by a recipe (e.g.
+    # from chef-vault); run_state because node attributes are saved.
+    CREDENTIALS = 'convergent_credentials'
+
+    def initialize(run_state)
+      @run_state = run_state
+    end
+
+    # The result read for `cluster` in this run, or nil.
+    def [](cluster)
+      (@run_state[RESULTS] || {})[cluster]
+    end
+
+    # Records a result and the attributes file it came from.
+    def store(cluster, result, attributes_file)
+      (@run_state[RESULTS] ||= {})[cluster] = result
+      (@run_state[FILES] ||= {})[cluster] = attributes_file if attributes_file
+      result
+    end
+
+    # Forgets what was read for `cluster`, so that the next read asks again.
+    def forget(cluster)
+      (@run_state[RESULTS] || {}).delete(cluster)
+      (@run_state[FILES] || {}).delete(cluster)
+    end
+
+    # cluster => attributes file, for every cluster read in this run.
+    def attributes_files
+      (@run_state[FILES] || {}).dup
+    end
+
+    # The secret environment variables recipes put there, or {}.
+    def credentials
+      @run_state[CREDENTIALS] || {}
+    end
+  end
+end
