@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
-use crate::clock::{age_seconds, parse_rfc3339};
+use crate::clock::{age_seconds, format_rfc3339, parse_rfc3339};
 use crate::config::Env;
 use crate::error::{Error, Result};
 use crate::node_attributes::AttributesDocument;
@@ -49,9 +49,10 @@ struct CacheFile {
 pub struct CachedResult {
     /// The file it came from.
     pub path: PathBuf,
-    /// The document as it was fetched (not yet marked stale).
+    /// The document as it was fetched (not yet marked stale), its
+    /// `fetched_at` the last time the store confirmed it.
     pub attributes: AttributesDocument,
-    /// Seconds since it was fetched from the store.
+    /// Seconds since the store last confirmed it.
     pub age_s: u64,
 }
 
@@ -88,6 +89,11 @@ impl Cache {
 
     /// Saves a fresh result. Tries each folder in turn; fails (exit 73) only
     /// when none can be written.
+    ///
+    /// Most runs resolve what the previous run did: then the file is not
+    /// rewritten (no write, no fsync on every chef run of every node), only
+    /// its modification time is set to now, which is what [`Cache::load`]
+    /// takes as the last time the store confirmed the result.
     pub fn save(&self, key: &CacheKey, attributes: &AttributesDocument) -> Result<PathBuf> {
         let file = CacheFile {
             store: key.store.to_string(),
@@ -98,6 +104,9 @@ impl Cache {
         let mut last_error = None;
         for dir in &self.dirs {
             let path = Cache::file_in(dir, key);
+            if Cache::confirm(&path, &file) {
+                return Ok(path);
+            }
             let parent = path.parent().expect("cache file has a folder");
             let written = fs::DirBuilder::new()
                 .recursive(true)
@@ -114,6 +123,34 @@ impl Cache {
             }
         }
         Err(last_error.expect("at least one cache folder"))
+    }
+
+    /// When `path` already holds the same result for the same store, marks
+    /// it confirmed now (its modification time) and says so.
+    fn confirm(path: &Path, fresh: &CacheFile) -> bool {
+        let Ok(text) = fs::read(path) else {
+            return false;
+        };
+        let Ok(cached) = serde_json::from_slice::<CacheFile>(&text) else {
+            return false;
+        };
+        let (old, new) = (&cached.attributes.convergent, &fresh.attributes.convergent);
+        // Everything but `source` (the fetch time and the store's revision,
+        // which moves with any write anywhere in the store).
+        let same = cached.store == fresh.store
+            && cached.prefix == fresh.prefix
+            && old.cluster == new.cluster
+            && old.node == new.node
+            && old.state == new.state
+            && old.generation == new.generation
+            && old.desired == new.desired
+            && old.rollout == new.rollout
+            && old.source.store == new.source.store;
+        same && fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .is_ok()
     }
 
     /// Loads the cached result for `key`, or says why there is none usable.
@@ -159,10 +196,18 @@ impl Cache {
                     continue;
                 }
             };
+            // The store last confirmed the result when the file was last
+            // touched by a run that resolved the same (see `save`).
+            let confirmed = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_or(fetched, |touched| touched.max(fetched))
+                .min(now);
+            let mut attributes = file.attributes;
+            attributes.convergent.source.fetched_at = format_rfc3339(confirmed);
             return Ok(CachedResult {
                 path,
-                age_s: age_seconds(fetched, now),
-                attributes: file.attributes,
+                age_s: age_seconds(confirmed, now),
+                attributes,
             });
         }
         Err(why.join("; "))
@@ -216,6 +261,48 @@ mod tests {
         let loaded = cache.load(&KEY, SystemTime::now()).unwrap();
         assert_eq!(loaded.attributes, document());
         assert!(loaded.age_s < 60);
+    }
+
+    #[test]
+    fn an_unchanged_result_is_confirmed_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            dirs: vec![dir.path().to_path_buf()],
+        };
+        let mut old = document();
+        old.convergent.source.fetched_at = "2026-01-01T00:00:00Z".into();
+        let path = cache.save(&KEY, &old).unwrap();
+        let written = fs::read(&path).unwrap();
+        let before = fs::metadata(&path).unwrap().modified().unwrap();
+        // The same result fetched again (later, at another revision).
+        let mut again = document();
+        again.convergent.source.revision = Some(42);
+        cache.save(&KEY, &again).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), written, "not rewritten");
+        assert!(fs::metadata(&path).unwrap().modified().unwrap() >= before);
+        let loaded = cache.load(&KEY, SystemTime::now()).unwrap();
+        assert!(
+            loaded.age_s < 60,
+            "aged from the confirmation, not the first fetch"
+        );
+        assert_ne!(
+            loaded.attributes.convergent.source.fetched_at,
+            "2026-01-01T00:00:00Z"
+        );
+        // Another result is written.
+        let mut changed = document();
+        changed.convergent.generation = "fedcba9876543210".into();
+        cache.save(&KEY, &changed).unwrap();
+        assert_ne!(fs::read(&path).unwrap(), written);
+        assert_eq!(
+            cache
+                .load(&KEY, SystemTime::now())
+                .unwrap()
+                .attributes
+                .convergent
+                .generation,
+            "fedcba9876543210"
+        );
     }
 
     #[test]

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
+// ureq's resolver and connector interfaces are outside its semver promise
+// (`unversioned`): Cargo.lock pins the version they were written against.
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use crate::error::{Error, Result};
@@ -54,7 +58,48 @@ pub fn agent(bound: Bound, tls: &TlsSettings) -> Result<Agent> {
             .timeout_recv_response(Some(connect))
             .timeout_per_read(idle),
     };
-    Ok(builder.build().into())
+    Ok(Agent::with_parts(
+        builder.build(),
+        DefaultConnector::default(),
+        LiteralFirstResolver,
+    ))
+}
+
+/// Takes an IP address in a URL as it is and asks the system resolver only
+/// for names: ureq's resolver starts a thread per lookup to bound it, which a
+/// node's one request to `127.0.0.1` or `10.0.0.5` does not need.
+#[derive(Debug)]
+struct LiteralFirstResolver;
+
+impl Resolver for LiteralFirstResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.authority().and_then(|authority| {
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let ip: std::net::IpAddr = host.parse().ok()?;
+            let port = authority.port_u16().or_else(|| match uri.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            })?;
+            Some(std::net::SocketAddr::new(ip, port))
+        });
+        match literal {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => DefaultResolver::default().resolve(uri, config, timeout),
+        }
+    }
 }
 
 fn tls_config(tls: &TlsSettings) -> Result<TlsConfig> {

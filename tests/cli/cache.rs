@@ -92,11 +92,18 @@ fn a_cache_older_than_max_stale_is_refused() {
     let h = cached_then_store_gone();
     let file = h.cache_dir().join("web/web-02.json");
     let mut cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let old = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600),
-    );
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600);
+    let old = humantime::format_rfc3339_seconds(then);
     cached["attributes"]["convergent"]["source"]["fetched_at"] = Value::String(old.to_string());
     std::fs::write(&file, serde_json::to_vec(&cached).unwrap()).unwrap();
+    // The age counts from the last run that confirmed the result: the
+    // file's modification time.
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
 
     let out = h.run(&["attributes", "--cluster", "web", "--node", "web-02"]);
     assert_refused(&out, 69, &["max-stale", "1d06h old"]);
