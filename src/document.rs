@@ -255,8 +255,11 @@ fn leaves_at<'v>(doc: &'v Value, base: &[String]) -> Vec<(Path, &'v Value)> {
 /// `root`. Keys ending in `/` with an empty value are directory markers
 /// (Consul's UI writes them) and are skipped. Returns `None` when nothing (or
 /// only `null`) is there.
-pub fn fold(root: &str, entries: &[Entry]) -> Result<Option<Sourced<String>>> {
-    let mut ordered: Vec<(Path, &Entry)> = Vec::with_capacity(entries.len());
+pub fn fold<'e>(
+    root: &str,
+    entries: impl IntoIterator<Item = &'e Entry>,
+) -> Result<Option<Sourced<String>>> {
+    let mut ordered: Vec<(Path, &Entry)> = Vec::new();
     for entry in entries {
         let rest = if entry.key == root {
             ""

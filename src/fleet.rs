@@ -151,7 +151,7 @@ impl Fleet {
         let mut problems = Vec::new();
 
         let overrides = Fleet::by_node(&layout.nodes(cluster), &nodes, &mut problems)?;
-        let reports = Fleet::by_node(&layout.observed(cluster), &observed, &mut problems)?;
+        let reports = Fleet::reports_by_node(&layout.observed(cluster), &observed, &mut problems)?;
         let static_members = Fleet::static_members(layout, cluster, &members, &mut problems)?;
 
         let names: BTreeSet<&String> = reports.keys().chain(static_members.iter()).collect();
@@ -173,17 +173,15 @@ impl Fleet {
                 }
                 None => None,
             };
-            let desired = match resolved.get(&inputs, name, override_layer.as_ref()) {
+            let released = inputs.rollout_decision(name).map(|d| d.released);
+            let desired = match resolved.get(&inputs, name, override_layer.as_ref(), released) {
                 Ok(d) => d,
                 Err(e) => {
                     problems.push(e.to_string());
                     continue;
                 }
             };
-            let report = match reports
-                .get(name)
-                .map(|r| ObservedReport::from_document(&r.doc))
-            {
+            let report = match reports.get(name).cloned() {
                 Some(Ok(report)) => Some(report),
                 Some(Err(why)) => {
                     problems.push(format!("{}: {why}", layout.observed_node(cluster, name)));
@@ -191,7 +189,6 @@ impl Fleet {
                 }
                 None => None,
             };
-            let released = inputs.rollout_decision(name).map(|d| d.released);
             out.push(Member::new(
                 name,
                 desired,
@@ -212,8 +209,96 @@ impl Fleet {
     }
 
     /// Splits a tree of per-node documents (`…/nodes/N`, `…/observed/C/N`)
-    /// into one document per valid node name.
+    /// into one document per valid node name. Each node's keys are folded on
+    /// their own: a fleet of 10,000 is 10,000 small folds, not one big fold
+    /// split again (which cost more than everything else `status` does).
     fn by_node(
+        root: &str,
+        entries: &[Entry],
+        problems: &mut Vec<String>,
+    ) -> Result<BTreeMap<String, Sourced<String>>> {
+        let Some(groups) = Fleet::node_groups(root, entries, problems) else {
+            return Fleet::by_node_of_tree(root, entries, problems);
+        };
+        let mut out = BTreeMap::new();
+        for (name, group) in groups {
+            if let Some(doc) = fold(&format!("{root}/{name}"), group)? {
+                out.insert(name, doc);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The nodes' reports under `root`, each read straight from its JSON when
+    /// it is one value (the way `report` writes it), else folded first.
+    fn reports_by_node(
+        root: &str,
+        entries: &[Entry],
+        problems: &mut Vec<String>,
+    ) -> Result<BTreeMap<String, std::result::Result<ObservedReport, String>>> {
+        let read_doc = |doc: &Sourced<String>| ObservedReport::from_document(&doc.doc);
+        let Some(groups) = Fleet::node_groups(root, entries, problems) else {
+            let docs = Fleet::by_node_of_tree(root, entries, problems)?;
+            return Ok(docs.into_iter().map(|(n, d)| (n, read_doc(&d))).collect());
+        };
+        let mut out = BTreeMap::new();
+        for (name, group) in groups {
+            let key = format!("{root}/{name}");
+            let report = match group.as_slice() {
+                [only] if only.key == key => ObservedReport::from_json(&only.value),
+                _ => match fold(&key, group)? {
+                    Some(doc) => read_doc(&doc),
+                    None => continue,
+                },
+            };
+            out.insert(name, report);
+        }
+        Ok(out)
+    }
+
+    /// The entries under `root`, grouped by the node name after `root/`;
+    /// `None` when a document sits at `root` itself (every node in one
+    /// value), which only a fold of the whole tree can split.
+    fn node_groups<'e>(
+        root: &str,
+        entries: &'e [Entry],
+        problems: &mut Vec<String>,
+    ) -> Option<BTreeMap<String, Vec<&'e Entry>>> {
+        if entries.iter().any(|e| e.key == root) {
+            return None;
+        }
+        let mut groups: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+        for entry in entries {
+            let Some(rest) = entry
+                .key
+                .strip_prefix(root)
+                .and_then(|r| r.strip_prefix('/'))
+            else {
+                continue;
+            };
+            let name = rest.split('/').next().unwrap_or_default();
+            groups.entry(name).or_default().push(entry);
+        }
+        let mut out = BTreeMap::new();
+        for (name, group) in groups {
+            // A folder marker (`root/`, as Consul's UI writes) holds nothing.
+            let marker = group
+                .iter()
+                .all(|e| e.value.iter().all(u8::is_ascii_whitespace));
+            if name.is_empty() && marker {
+                continue;
+            }
+            match check_name(NameKind::Node, name) {
+                Ok(()) => {
+                    out.insert(name.to_string(), group);
+                }
+                Err(e) => problems.push(format!("{root}: {e}")),
+            }
+        }
+        Some(out)
+    }
+
+    fn by_node_of_tree(
         root: &str,
         entries: &[Entry],
         problems: &mut Vec<String>,
@@ -361,12 +446,12 @@ impl SharedResolutions {
         inputs: &ClusterInputs,
         node: &str,
         node_override: Option<&Layer>,
+        released: Option<bool>,
     ) -> Result<Desired> {
         if node_override.is_some() {
             return inputs.resolve(node, node_override).map(Desired::from);
         }
-        let released = inputs.rollout_decision(node).is_some_and(|d| d.released);
-        let slot = &mut self.by_release[usize::from(released)];
+        let slot = &mut self.by_release[usize::from(released == Some(true))];
         if let Some(d) = slot {
             return Ok(d.clone());
         }

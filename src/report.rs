@@ -74,8 +74,20 @@ pub struct ObservedReport {
 impl ObservedReport {
     /// Reads a report document; says what is wrong otherwise.
     pub fn from_document(doc: &Value) -> Result<ObservedReport, String> {
+        let report = ObservedReport::deserialize(doc).map_err(|e| format!("not a report: {e}"))?;
+        report.checked()
+    }
+
+    /// Reads a report stored as one JSON value, without building a document
+    /// first: how `status` reads 10,000 of them quickly.
+    pub fn from_json(raw: &[u8]) -> Result<ObservedReport, String> {
         let report: ObservedReport =
-            serde_json::from_value(doc.clone()).map_err(|e| format!("not a report: {e}"))?;
+            serde_json::from_slice(raw).map_err(|e| format!("not a report: {e}"))?;
+        report.checked()
+    }
+
+    fn checked(self) -> Result<ObservedReport, String> {
+        let report = self;
         if !is_generation(&report.generation) {
             return Err(format!(
                 "generation {:?} is not 16 hex digits",

@@ -1,0 +1,261 @@
+//! `fleet simulate`: N nodes of cluster `web` in one process, each doing what
+//! the cookbook does on every chef run — resolve its desired state (one read
+//! of its own keys, as `attributes` does) and report it (one write, as
+//! `report` does) — on a jittered interval.
+//!
+//! Each run also checks the release invariants against a rank computed here,
+//! independently of the library: a node is released iff its rank is at or
+//! below the threshold it read, and never goes back to unreleased in the
+//! same rollout. Statistics go to `--stats FILE` (JSON) every second.
+//!
+//! ```text
+//! fleet simulate --store URL --nodes N [--interval 10s] [--jitter 0.2]
+//!                [--workers 32] [--timeout 5s] --stats FILE
+//!                [--until FILE | --duration DUR]
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use convergent::clock::now_rfc3339;
+use convergent::config::process_env;
+use convergent::document::encode_value;
+use convergent::layout::{Layout, Prefix};
+use convergent::report::{ObservedReport, ReportStatus};
+use convergent::resolve::read_node_inputs;
+use convergent::store::{self, Op, Store, StoreOptions, StoreUrl, Txn};
+
+use super::{node_name, Options};
+
+/// What the whole fleet has done so far.
+#[derive(Default)]
+struct Stats {
+    runs: AtomicU64,
+    reports: AtomicU64,
+    errors: AtomicU64,
+    released_runs: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    violations: Mutex<Vec<String>>,
+}
+
+/// A node's own memory between runs: the rollout it was released in.
+#[derive(Default)]
+struct NodeMemory {
+    released_in: Option<String>,
+}
+
+/// Runs `fleet simulate`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let options = Options::parse(args, &[])?;
+    let url: StoreUrl = options.required("store")?.parse()?;
+    let nodes: usize = options.parsed("nodes", 1000)?;
+    let interval = options.duration("interval", Duration::from_secs(10))?;
+    let jitter: f64 = options.parsed("jitter", 0.2)?;
+    let workers: usize = options
+        .parsed::<usize>("workers", 32)?
+        .clamp(1, nodes.max(1));
+    let timeout = options.duration("timeout", Duration::from_secs(5))?;
+    let stats_file = PathBuf::from(options.required("stats")?);
+    let until = options.get("until").map(PathBuf::from);
+    let deadline = options
+        .get("duration")
+        .map(|_| options.duration("duration", Duration::ZERO))
+        .transpose()?
+        .map(|d| Instant::now() + d);
+
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for w in 0..workers {
+        let names: Vec<String> = (1..=nodes)
+            .filter(|i| i % workers == w)
+            .map(node_name)
+            .collect();
+        let (url, stats, stop) = (url.clone(), Arc::clone(&stats), Arc::clone(&stop));
+        threads.push(thread::spawn(move || {
+            let store = match store::open(&url, &StoreOptions { timeout }, &process_env) {
+                Ok(s) => s,
+                Err(e) => {
+                    *stats.last_error.lock().unwrap() = Some(e.to_string());
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let mut worker = Worker {
+                store,
+                layout: Layout::new(&Prefix::default()),
+                stats,
+                random: Random::seeded(w as u64),
+            };
+            worker.run(&names, interval, jitter, &stop);
+        }));
+    }
+    loop {
+        write_stats(&stats_file, &stats, started.elapsed(), nodes)?;
+        let done = until.as_deref().is_some_and(Path::exists)
+            || deadline.is_some_and(|d| Instant::now() >= d);
+        if done {
+            break;
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    write_stats(&stats_file, &stats, started.elapsed(), nodes)
+}
+
+fn write_stats(path: &Path, stats: &Stats, elapsed: Duration, nodes: usize) -> Result<(), String> {
+    let violations = stats.violations.lock().unwrap();
+    let doc = json!({
+        "nodes": nodes,
+        "elapsed_s": elapsed.as_secs_f64(),
+        "runs": stats.runs.load(Ordering::Relaxed),
+        "reports": stats.reports.load(Ordering::Relaxed),
+        "released_runs": stats.released_runs.load(Ordering::Relaxed),
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "last_error": *stats.last_error.lock().unwrap(),
+        "violations": violations.len(),
+        "first_violations": violations.iter().take(10).collect::<Vec<_>>(),
+    });
+    convergent::atomic_file::write(path, doc.to_string().as_bytes(), None)
+        .map_err(|e| e.to_string())
+}
+
+/// A small, fast generator for jitter (xorshift64*): no secret depends on it.
+struct Random(u64);
+
+impl Random {
+    fn seeded(seed: u64) -> Random {
+        Random(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in [0, 1).
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The rank of `node` in rollout `id`, as README documents it, computed
+/// without the library.
+fn rank(id: &str, node: &str) -> f64 {
+    let digest = Sha256::digest(format!("{id}/{node}").as_bytes());
+    let top = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    (top >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// One thread's share of the fleet and its own connection to the store.
+struct Worker {
+    store: Box<dyn Store>,
+    layout: Layout,
+    stats: Arc<Stats>,
+    random: Random,
+}
+
+impl Worker {
+    fn run(&mut self, names: &[String], interval: Duration, jitter: f64, stop: &AtomicBool) {
+        let start = Instant::now();
+        let mut memory: BTreeMap<&str, NodeMemory> = BTreeMap::new();
+        // Each node first runs at a random point of the first interval.
+        let mut due: BinaryHeap<Reverse<(Instant, usize)>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, _)| Reverse((start + interval.mul_f64(self.random.next()), i)))
+            .collect();
+        while let Some(Reverse((at, i))) = due.pop() {
+            while Instant::now() < at {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                thread::sleep((at - Instant::now()).min(Duration::from_millis(100)));
+            }
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let node = names[i].as_str();
+            self.converge(node, memory.entry(node).or_default());
+            let factor = 1.0 + jitter * (2.0 * self.random.next() - 1.0);
+            due.push(Reverse((
+                Instant::now() + interval.mul_f64(factor.max(0.0)),
+                i,
+            )));
+        }
+    }
+
+    /// One chef run of `node`: resolve, check the invariants, report.
+    fn converge(&mut self, node: &str, memory: &mut NodeMemory) {
+        self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.try_converge(node, memory) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            *self.stats.last_error.lock().unwrap() = Some(format!("{node}: {e}"));
+        }
+    }
+
+    fn try_converge(
+        &mut self,
+        node: &str,
+        memory: &mut NodeMemory,
+    ) -> convergent::error::Result<()> {
+        let inputs = read_node_inputs(self.store.as_ref(), &self.layout, "web", node)?;
+        let resolution = inputs
+            .cluster
+            .resolve(node, inputs.node_override.as_ref())?;
+        if let Some(decision) = &resolution.rollout {
+            let u = rank(&decision.id, node);
+            let violation = if decision.released != (u <= decision.threshold) {
+                Some(format!(
+                    "{node}: released={} in {} with rank {u} and threshold {}",
+                    decision.released, decision.id, decision.threshold
+                ))
+            } else if memory.released_in.as_deref() == Some(decision.id.as_str())
+                && !decision.released
+            {
+                Some(format!(
+                    "{node}: flipped back to unreleased in {}",
+                    decision.id
+                ))
+            } else {
+                None
+            };
+            if let Some(v) = violation {
+                self.stats.violations.lock().unwrap().push(v);
+            }
+            if decision.released {
+                memory.released_in = Some(decision.id.clone());
+                self.stats.released_runs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let report = ObservedReport {
+            generation: resolution.generation,
+            status: ReportStatus::Success,
+            state: resolution.state,
+            reported_at: now_rfc3339(),
+            duration_s: Some(1.0),
+            message: None,
+            convergent_version: env!("CARGO_PKG_VERSION").to_string(),
+            stale: false,
+        };
+        self.store.commit(&Txn {
+            compares: Vec::new(),
+            ops: vec![Op::Put {
+                key: self.layout.observed_node("web", node),
+                value: encode_value(&serde_json::to_value(report).expect("serializes")),
+            }],
+        })?;
+        self.stats.reports.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
