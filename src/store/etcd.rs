@@ -13,7 +13,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use ureq::Agent;
 
+use super::feed::{failure_backoff, pause_unless_stopped, ChannelFeed, FeedEvent};
 use super::http::{self, Bound, TlsSettings};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
@@ -756,8 +757,7 @@ impl Store for EtcdStore {
     /// server may then drop the rest of the body, silently losing watchers.
     fn watch(&self, roots: &[String]) -> Result<Box<dyn ChangeFeed>> {
         let baseline = self.read_trees(roots)?.revision.unwrap_or(0);
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (feed, tx, stop) = ChannelFeed::new(self.client.display.clone());
         for root in roots {
             let watcher = Watcher {
                 client: Arc::clone(&self.client),
@@ -769,7 +769,7 @@ impl Store for EtcdStore {
             };
             thread::spawn(move || watcher.run());
         }
-        Ok(Box::new(EtcdFeed { rx, stop }))
+        Ok(Box::new(feed))
     }
 }
 
@@ -847,59 +847,7 @@ fn keep_alive(client: &Client, lease: u64, ttl: Duration, stop: &AtomicBool, los
     }
 }
 
-/// What the watch thread tells the feed.
-enum FeedEvent {
-    Changed,
-    Failed(String),
-}
-
-struct EtcdFeed {
-    rx: Receiver<FeedEvent>,
-    stop: Arc<AtomicBool>,
-}
-
-impl ChangeFeed for EtcdFeed {
-    fn wait(&mut self, timeout: Duration) -> Result<bool> {
-        let first = match self.rx.recv_timeout(timeout) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) => return Ok(false),
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Unavailable {
-                    store: "etcd".into(),
-                    reason: "the watch stopped".into(),
-                })
-            }
-        };
-        // A burst of events is one change; a change beats a failure.
-        let mut changed = matches!(first, FeedEvent::Changed);
-        let mut failure = match first {
-            FeedEvent::Failed(reason) => Some(reason),
-            FeedEvent::Changed => None,
-        };
-        while let Ok(event) = self.rx.try_recv() {
-            match event {
-                FeedEvent::Changed => changed = true,
-                FeedEvent::Failed(reason) => failure = Some(reason),
-            }
-        }
-        match (changed, failure) {
-            (true, _) => Ok(true),
-            (false, Some(reason)) => Err(Error::Unavailable {
-                store: "etcd".into(),
-                reason,
-            }),
-            (false, None) => Ok(false),
-        }
-    }
-}
-
-impl Drop for EtcdFeed {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// One of the threads behind an [`EtcdFeed`]: a stream over one key range.
+/// One of the threads behind an etcd [`ChannelFeed`]: a stream over one key range.
 struct Watcher {
     client: Arc<Client>,
     key: Vec<u8>,
@@ -931,13 +879,8 @@ impl Watcher {
                         return;
                     }
                     failures += 1;
-                    let pause = Duration::from_millis((250u64 << failures.min(5)).min(10_000));
-                    let until = Instant::now() + pause;
-                    while Instant::now() < until {
-                        if self.stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        thread::sleep(Duration::from_millis(50));
+                    if !pause_unless_stopped(&self.stop, failure_backoff(failures)) {
+                        return;
                     }
                 }
             }
