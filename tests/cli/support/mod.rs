@@ -119,6 +119,14 @@ impl Harness {
             .expect("an etcd harness")
     }
 
+    /// The Consul double behind a Consul double harness.
+    pub fn consul_double(&mut self) -> &mut consul_double::ConsulDouble {
+        self.server
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<consul_double::ConsulDouble>())
+            .expect("a Consul double harness")
+    }
+
     /// A store holding the bundled fixture view.
     pub fn with_fixture(backend: Backend) -> Harness {
         let h = Harness::new(backend);
@@ -325,6 +333,8 @@ pub fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
 /// Instantiates test bodies `fn name(backend: Backend)` once per backend:
 /// the file store, a real etcd, the Consul double, and a real Consul agent
 /// (which skips, saying so, unless `CONVERGENT_TEST_CONSUL_BIN` is set).
+/// Each instance is `MODULE::BACKEND::NAME`, so `cargo test consul_double`
+/// runs the suite on the double alone.
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod file_store {
@@ -340,6 +350,29 @@ macro_rules! store_suite {
                 #[test]
                 fn $name() {
                     super::$name($crate::support::Backend::Etcd);
+                }
+            )*
+        }
+        mod consul_double {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::support::Backend::ConsulDouble);
+                }
+            )*
+        }
+        mod consul_agent {
+            $(
+                #[test]
+                fn $name() {
+                    if $crate::support::consul_agent::skip(concat!(
+                        module_path!(),
+                        "::",
+                        stringify!($name)
+                    )) {
+                        return;
+                    }
+                    super::$name($crate::support::Backend::Consul);
                 }
             )*
         }
