@@ -52,9 +52,9 @@ const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// Consul's default `txn_max_req_len`, for a transaction's whole body.
 const MAX_TXN_BODY: usize = 512 * 1024;
 /// Raw bytes of keys and values per bulk transaction: base64 makes values a
-/// third larger and each operation adds some JSON, and this keeps a full
+/// third larger and each operation adds some JSON; this keeps a full
 /// transaction of 64 operations under [`MAX_TXN_BODY`].
-const TXN_SPLIT_BYTES: usize = 360_000;
+const TXN_SPLIT_BYTES: usize = 380_000;
 /// Pause between tries of a request that may be retried.
 const RETRY_PAUSE: Duration = Duration::from_millis(150);
 /// Consul's default `session_ttl_min`: shorter lock TTLs are raised to it.
@@ -62,7 +62,7 @@ const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
 /// How long one blocking query may wait (Consul's default query time).
 const WATCH_WAIT: Duration = Duration::from_secs(300);
 /// Blocking queries a follower may send back to back…
-const WATCH_BURST: f64 = 3.0;
+const WATCH_BURST: f64 = 5.0;
 /// …after which it sends one per this interval while results churn.
 const WATCH_REFILL: Duration = Duration::from_secs(5);
 
@@ -1423,6 +1423,37 @@ mod tests {
         assert_eq!(ops[3]["KV"]["Index"], 0);
         assert_eq!(ops[3]["KV"]["Value"], "e30=");
         assert!(!is_write(&ops[0]) && is_write(&ops[2]));
+    }
+
+    #[test]
+    fn a_bulk_transaction_within_the_split_limit_fits_consul() {
+        let put = |key: String, size: usize| Op::Put {
+            key,
+            value: vec![0xff; size],
+        };
+        let one = Txn {
+            compares: vec![],
+            ops: vec![put(
+                "convergent/clusters/web/nodes/big".into(),
+                TXN_SPLIT_BYTES - 40,
+            )],
+        };
+        let many = Txn {
+            compares: vec![],
+            ops: (0..MAX_TXN_OPS)
+                .map(|i| {
+                    put(
+                        format!("convergent/clusters/web/nodes/n{i:02}"),
+                        TXN_SPLIT_BYTES / 64 - 40,
+                    )
+                })
+                .collect(),
+        };
+        for txn in [one, many] {
+            assert!(txn.ops.iter().map(Op::size).sum::<usize>() <= TXN_SPLIT_BYTES);
+            let body = serde_json::to_vec(&txn_ops(&txn).0).unwrap();
+            assert!(body.len() <= MAX_TXN_BODY, "{} bytes", body.len());
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod support;
 mod attributes;
 mod cache;
 mod config;
+mod consul;
 mod consul_fixtures;
 mod edit;
 mod etcd;

@@ -120,10 +120,10 @@ impl Harness {
     }
 
     /// The Consul double behind a Consul double harness.
-    pub fn consul_double(&mut self) -> &mut consul_double::ConsulDouble {
+    pub fn consul_double(&self) -> &consul_double::ConsulDouble {
         self.server
-            .as_mut()
-            .and_then(|s| s.downcast_mut::<consul_double::ConsulDouble>())
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<consul_double::ConsulDouble>())
             .expect("a Consul double harness")
     }
 

@@ -244,6 +244,11 @@ impl<'a> Ctx<'a> {
     ) -> MutexGuard<'a, State> {
         let deadline = Instant::now() + wait;
         let abandon = state.abandon;
+        self.shared
+            .blocked
+            .lock()
+            .unwrap()
+            .push(self.r.path.clone());
         while index_of(&state.dcs[&self.dc]) <= min
             && state.abandon == abandon
             && !self.shared.stop.load(Ordering::SeqCst)
@@ -259,6 +264,11 @@ impl<'a> Ctx<'a> {
                 .unwrap()
                 .0;
         }
+        let mut blocked = self.shared.blocked.lock().unwrap();
+        if let Some(i) = blocked.iter().position(|p| *p == self.r.path) {
+            blocked.remove(i);
+        }
+        drop(blocked);
         state
     }
 

@@ -66,10 +66,27 @@ pub struct Logged {
     pub query: Vec<(String, Option<String>)>,
     /// The token it carried (`X-Consul-Token`, `Bearer` or `?token=`).
     pub token: Option<String>,
-    pub body_len: usize,
+    pub body: Vec<u8>,
 }
 
 impl Logged {
+    /// Whether this was a transaction that writes (not only reads or checks).
+    pub fn is_write_txn(&self) -> bool {
+        let body = String::from_utf8_lossy(&self.body);
+        self.path == "/v1/txn"
+            && [
+                "set",
+                "cas",
+                "delete",
+                "delete-cas",
+                "delete-tree",
+                "lock",
+                "unlock",
+            ]
+            .iter()
+            .any(|verb| body.contains(&format!("\"Verb\":\"{verb}\"")))
+    }
+
     /// Whether the query has the parameter (with any value).
     pub fn has(&self, name: &str) -> bool {
         self.query.iter().any(|(n, _)| n == name)
@@ -96,6 +113,10 @@ struct Shared {
     log: Mutex<Vec<Logged>>,
     /// Open connections, to cut when stopping.
     connections: Mutex<BTreeMap<u64, TcpStream>>,
+    /// Requests (method, path) whose successful answer is to be lost.
+    lose: Mutex<Vec<(String, String)>>,
+    /// The paths of the blocking queries waiting right now.
+    blocked: Mutex<Vec<String>>,
 }
 
 struct State {
@@ -147,6 +168,8 @@ impl ConsulDouble {
             stop: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
             connections: Mutex::new(BTreeMap::new()),
+            lose: Mutex::new(Vec::new()),
+            blocked: Mutex::new(Vec::new()),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -246,6 +269,12 @@ impl ConsulDouble {
             .collect()
     }
 
+    /// How many blocking queries on `path` are waiting right now.
+    pub fn blocked_on(&self, path: &str) -> usize {
+        let blocked = self.shared.blocked.lock().unwrap();
+        blocked.iter().filter(|p| *p == path).count()
+    }
+
     /// Forgets the requests so far.
     pub fn clear_requests(&self) {
         self.shared.log.lock().unwrap().clear();
@@ -270,6 +299,17 @@ impl ConsulDouble {
         dc.index = dc.index.max(modify_index);
         dc.kv_index = dc.kv_index.max(modify_index);
         self.shared.changed.notify_all();
+    }
+
+    /// Applies the next `method` request to `path` but cuts the connection
+    /// instead of answering, as a network failure after the write would:
+    /// the client cannot know whether it was applied.
+    pub fn lose_next_answer(&self, method: &str, path: &str) {
+        self.shared
+            .lose
+            .lock()
+            .unwrap()
+            .push((method.to_string(), path.to_string()));
     }
 
     /// Moves the local datacenter's Raft index (and KV table index) to `index`.
@@ -338,11 +378,19 @@ fn serve(shared: &Shared, stream: TcpStream) {
             path: request.path.clone(),
             query: request.query.clone(),
             token: api::token_of(&request).map(str::to_string),
-            body_len: request.body.len(),
+            body: request.body.clone(),
         });
         let response = api::handle(shared, &request);
         if shared.stop.load(Ordering::SeqCst) {
             return;
+        }
+        {
+            let mut lose = shared.lose.lock().unwrap();
+            let matches = |(m, p): &(String, String)| *m == request.method && *p == request.path;
+            if response.status == 200 && lose.first().is_some_and(matches) {
+                lose.remove(0);
+                return; // applied, but the answer never arrives
+            }
         }
         let gzip = request
             .header("accept-encoding")
