@@ -763,6 +763,30 @@ fn consul_http_addr_stands_in_for_a_missing_address(backend: Backend) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    if let Some(double) = server.double() {
+        // Basic auth for a proxy in front of Consul, and JSON bodies labelled.
+        double.clear_requests();
+        let out = h
+            .cmd()
+            .env("CONSUL_HTTP_ADDR", &address)
+            .env("CONSUL_HTTP_AUTH", "proxy-user:proxy-pw")
+            .args(attributes)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let sent = &double.requests()[0];
+        let header = |name: &str| {
+            sent.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            header("authorization"),
+            Some("Basic cHJveHktdXNlcjpwcm94eS1wdw==")
+        );
+        assert_eq!(header("content-type"), Some("application/json"));
+    }
     let out = h
         .cmd()
         .env("CONSUL_HTTP_ADDR", "unix:///run/consul/consul.sock")

@@ -66,6 +66,8 @@ pub struct Logged {
     pub query: Vec<(String, Option<String>)>,
     /// The token it carried (`X-Consul-Token`, `Bearer` or `?token=`).
     pub token: Option<String>,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -378,6 +380,7 @@ fn serve(shared: &Shared, stream: TcpStream) {
             path: request.path.clone(),
             query: request.query.clone(),
             token: api::token_of(&request).map(str::to_string),
+            headers: request.headers.clone(),
             body: request.body.clone(),
         });
         let response = api::handle(shared, &request);
