@@ -19,7 +19,6 @@
 //!   above the wait plus Consul's jitter of up to wait/16.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use serde_json::{json, Value};
 use ureq::Agent;
 
 use super::feed::{failure_backoff, pause_unless_stopped, ChannelFeed, FeedEvent};
-use super::http::{self, Bound, TlsSettings};
+use super::http::{self, Bound, TlsSettings, TlsVariables};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
@@ -236,12 +235,7 @@ fn base_url(
                 .into(),
         ));
     }
-    let ssl = match env("CONSUL_HTTP_SSL") {
-        None => false,
-        Some(text) => http::parse_bool(&text).ok_or_else(|| {
-            Error::config("CONSUL_HTTP_SSL", format!("{text:?} is not true or false"))
-        })?,
-    };
+    let ssl = http::env_bool(env, "CONSUL_HTTP_SSL")?.unwrap_or(false);
     let base = match address.split_once("://") {
         Some(("http", _)) if https => {
             return Err(bad(format!(
@@ -267,30 +261,6 @@ fn base_url(
 }
 
 fn tls_settings(env: Env) -> Result<TlsSettings> {
-    let named = |var: &str| {
-        env(var)
-            .filter(|p| !p.is_empty())
-            .map(|path| (var.to_string(), PathBuf::from(path)))
-    };
-    let client_cert = match (named("CONSUL_CLIENT_CERT"), named("CONSUL_CLIENT_KEY")) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => {
-            return Err(Error::config(
-                "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY",
-                "both client cert and client key must be provided",
-            ))
-        }
-    };
-    let verify = match env("CONSUL_HTTP_SSL_VERIFY") {
-        None => true,
-        Some(text) => http::parse_bool(&text).ok_or_else(|| {
-            Error::config(
-                "CONSUL_HTTP_SSL_VERIFY",
-                format!("{text:?} is not true or false"),
-            )
-        })?,
-    };
     // Silently ignoring these would verify against the wrong roots or name.
     for (var, instead) in [
         (
@@ -306,11 +276,13 @@ fn tls_settings(env: Env) -> Result<TlsSettings> {
             return Err(Error::config(var, format!("is not supported; {instead}")));
         }
     }
-    Ok(TlsSettings {
-        ca_file: named("CONSUL_CACERT"),
-        client_cert,
-        verify,
-    })
+    let verify = http::env_bool(env, "CONSUL_HTTP_SSL_VERIFY")?.unwrap_or(true);
+    let vars = TlsVariables {
+        ca_file: "CONSUL_CACERT",
+        client_cert: "CONSUL_CLIENT_CERT",
+        client_key: "CONSUL_CLIENT_KEY",
+    };
+    TlsSettings::from_env(env, &vars, verify)
 }
 
 /// The ACL token: `CONSUL_HTTP_TOKEN_FILE` (read once, whitespace trimmed)

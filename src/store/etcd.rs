@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use ureq::Agent;
 
 use super::feed::{failure_backoff, pause_unless_stopped, ChannelFeed, FeedEvent};
-use super::http::{self, Bound, TlsSettings};
+use super::http::{self, Bound, TlsSettings, TlsVariables};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
@@ -187,31 +187,13 @@ fn endpoint_urls(from_url: &[String], scheme: &str, env: Env) -> Result<Vec<Stri
 }
 
 fn tls_settings(env: Env) -> Result<TlsSettings> {
-    let named = |var: &str| env(var).map(|path| (var.to_string(), PathBuf::from(path)));
-    let client_cert = match (named("ETCDCTL_CERT"), named("ETCDCTL_KEY")) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => {
-            return Err(Error::config(
-                "ETCDCTL_CERT/ETCDCTL_KEY",
-                "give both the client certificate and its key, or neither",
-            ))
-        }
+    let skip = http::env_bool(env, "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")?.unwrap_or(false);
+    let vars = TlsVariables {
+        ca_file: "ETCDCTL_CACERT",
+        client_cert: "ETCDCTL_CERT",
+        client_key: "ETCDCTL_KEY",
     };
-    let skip = match env("ETCDCTL_INSECURE_SKIP_TLS_VERIFY") {
-        None => false,
-        Some(text) => http::parse_bool(&text).ok_or_else(|| {
-            Error::config(
-                "ETCDCTL_INSECURE_SKIP_TLS_VERIFY",
-                format!("{text:?} is not true or false"),
-            )
-        })?,
-    };
-    Ok(TlsSettings {
-        ca_file: named("ETCDCTL_CACERT"),
-        client_cert,
-        verify: !skip,
-    })
+    TlsSettings::from_env(env, &vars, !skip)
 }
 
 /// `ETCDCTL_USER` is `user` or `user:password`; the password may instead

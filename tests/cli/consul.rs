@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use convergent::store::{self, StoreOptions, StoreUrl, TxnOutcome};
+use convergent::store::TxnOutcome;
 
 use crate::support::consul_agent::{request, ConsulAgent};
 use crate::support::consul_double::{Access, Acl, Config, ConsulDouble, Resource, Rule, Token};
 use crate::support::proxy::CountingProxy;
-use crate::support::{assert_refused, eventually, fixture, stderr, stdout, Backend, Harness};
+use crate::support::{
+    assert_refused, eventually, files_under, fixture, open_store, stderr, stdout, Backend, Harness,
+};
 
 /// Instantiates `fn name(backend: Backend)` on the double and on a real agent.
 macro_rules! consul_tests {
@@ -52,10 +54,20 @@ consul_tests! {
     datacenter_and_consistency_options_are_passed_through,
     consul_http_addr_stands_in_for_a_missing_address,
     events_are_fired,
-    a_large_view_is_imported_in_several_transactions_and_exported_whole,
     a_document_of_many_sub_keys_is_rewritten_in_one_transaction,
-    compare_and_set_at_the_store_level,
+    an_empty_value_reads_back_empty,
 }
+
+/// `attributes` for web-02, giving up on the store after a second.
+const ATTRIBUTES_WEB_02: [&str; 7] = [
+    "--timeout",
+    "1s",
+    "attributes",
+    "--cluster",
+    "web",
+    "--node",
+    "web-02",
+];
 
 /// Secrets are UUIDs: Consul takes nothing else as a SecretID.
 const MANAGEMENT: &str = "c0ffee00-0000-4000-8000-000000000001";
@@ -144,22 +156,6 @@ impl Server {
     }
 }
 
-fn open(url: &str) -> Box<dyn store::Store> {
-    open_with(url, &|_| None)
-}
-
-fn open_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Box<dyn store::Store> {
-    let url: StoreUrl = url.parse().unwrap();
-    store::open(
-        &url,
-        &StoreOptions {
-            timeout: Duration::from_secs(5),
-        },
-        &env,
-    )
-    .unwrap()
-}
-
 /// Runs the binary with a Consul token in its environment.
 fn run_with_token(h: &Harness, token: &str, args: &[&str]) -> std::process::Output {
     h.cmd()
@@ -171,19 +167,6 @@ fn run_with_token(h: &Harness, token: &str, args: &[&str]) -> std::process::Outp
 
 fn import_args() -> [String; 2] {
     ["import".into(), fixture("view.yml").display().to_string()]
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn a_token_comes_from_the_environment_or_a_file_and_the_file_wins(backend: Backend) {
@@ -262,7 +245,7 @@ fn permission_denied_is_77_naming_the_key_and_no_token_leaks(backend: Backend) {
             );
         }
     }
-    let cached = walk(&h.cache_dir());
+    let cached = files_under(&h.cache_dir());
     assert!(!cached.is_empty());
     for file in cached {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -285,28 +268,13 @@ fn a_stopped_server_serves_the_cache_marked_stale(backend: Backend) {
     h.import(&fixture("view.yml"));
     let fresh = h.attributes("web", "web-02");
     server.kill();
-    let args = [
-        "--timeout",
-        "1s",
-        "attributes",
-        "--cluster",
-        "web",
-        "--node",
-        "web-02",
-    ];
-    let out = h.run(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let stale: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(stale["convergent"]["source"]["stale"], true);
+    let (stale, warning) = h.stale_attributes("web", "web-02", "1s");
     assert_eq!(
         stale["convergent"]["desired"],
         fresh["convergent"]["desired"]
     );
-    assert!(
-        stderr(&out).contains("connection refused"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(warning.contains("connection refused"), "{warning}");
+    let args = ATTRIBUTES_WEB_02;
     let out = h.run(&[&["--on-unreachable", "fail"][..], &args].concat());
     assert_refused(&out, 69, &["consul://", "unavailable"]);
     let started = Instant::now();
@@ -323,24 +291,9 @@ fn a_lost_leader_is_unavailable_and_stale_reads_still_answer() {
     let h = Harness::with_fixture(Backend::ConsulDouble);
     let fresh = h.attributes("web", "web-02");
     h.consul_double().set_leader(false);
-    let args = [
-        "--timeout",
-        "1s",
-        "attributes",
-        "--cluster",
-        "web",
-        "--node",
-        "web-02",
-    ];
-    let out = h.run(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let stale: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(stale["convergent"]["source"]["stale"], true);
-    assert!(
-        stderr(&out).contains("No cluster leader"),
-        "{}",
-        stderr(&out)
-    );
+    let (_, warning) = h.stale_attributes("web", "web-02", "1s");
+    assert!(warning.contains("No cluster leader"), "{warning}");
+    let args = ATTRIBUTES_WEB_02;
     // Any server answers a stale read.
     let out = h
         .cmd()
@@ -449,7 +402,7 @@ fn oversized_values_are_refused_before_anything_is_sent(backend: Backend) {
 
     // One write: over Consul's value limit, or under it but too big for a
     // transaction once base64-encoded.
-    let store = open(&server.url());
+    let store = open_store(&server.url());
     let writes = || {
         server
             .double()
@@ -486,7 +439,7 @@ fn lock_key_session(server: &Server, key: &str) -> Option<String> {
 
 fn a_held_lock_names_its_holder_and_a_dead_holders_session_frees_it(backend: Backend) {
     let server = Server::start(backend);
-    let store = open(&server.url());
+    let store = open_store(&server.url());
     let name = "convergent/locks/rollout-web";
     let held = store
         .lock(
@@ -556,22 +509,7 @@ fn the_change_feed_wakes_on_watched_changes_only(backend: Backend) {
     let server = Server::start(backend);
     let h = Harness::on(backend, server.url());
     h.import(&fixture("view.yml"));
-    let store = open(&server.url());
-    let mut feed = store
-        .watch(&[
-            "convergent/clusters/web/desired".into(),
-            "convergent/clusters/web/nodes/web-01".into(),
-        ])
-        .unwrap();
-    assert!(
-        !feed.wait(Duration::from_millis(300)).unwrap(),
-        "nothing changed yet"
-    );
-    h.ok(&["set", "--cluster", "db", "version=5.1"]);
-    assert!(
-        !feed.wait(Duration::from_millis(500)).unwrap(),
-        "db is not watched"
-    );
+    let (store, mut feed) = crate::store_api::the_feed_sees_watched_changes_only(&h);
     // A sibling whose name starts like the watched node's wakes the
     // blocking query, but is not a change to the node.
     h.put_raw(
@@ -582,32 +520,6 @@ fn the_change_feed_wakes_on_watched_changes_only(backend: Backend) {
         !feed.wait(Duration::from_millis(800)).unwrap(),
         "web-010 is not web-01"
     );
-    h.ok(&[
-        "set",
-        "--cluster",
-        "web",
-        "--node",
-        "web-01",
-        "app.workers=3",
-    ]);
-    assert!(
-        feed.wait(Duration::from_secs(5)).unwrap(),
-        "a node override is watched"
-    );
-    for i in 0..5 {
-        h.ok(&["set", "--cluster", "web", &format!("build={i}")]);
-    }
-    assert!(feed.wait(Duration::from_secs(5)).unwrap());
-    let deadline = Instant::now() + Duration::from_millis(300);
-    let mut extra = 0;
-    while Instant::now() < deadline {
-        if feed.wait(Duration::from_millis(50)).unwrap() {
-            extra += 1;
-        }
-    }
-    assert!(extra <= 4, "bursts coalesce ({extra} extra wake-ups)");
-    h.put_raw("convergent/clusters/web/desired/flag", b"true");
-    assert!(feed.wait(Duration::from_secs(5)).unwrap(), "sub-keys count");
     // Burst allowance spent: the next change still arrives, paced.
     h.put_raw("convergent/clusters/web/desired/flag", b"false");
     assert!(feed.wait(Duration::from_secs(10)).unwrap());
@@ -840,7 +752,7 @@ fn consul_http_addr_stands_in_for_a_missing_address(backend: Backend) {
 
 fn events_are_fired(backend: Backend) {
     let server = Server::start(backend);
-    let store = open(&server.url());
+    let store = open_store(&server.url());
     store
         .fire_event("convergent-web", b"generation=9f2c1d0a")
         .unwrap();
@@ -864,40 +776,10 @@ fn events_are_fired(backend: Backend) {
         let err = store.fire_event(name, payload).unwrap_err();
         assert_eq!(err.exit_code(), 65, "{name}: {err}");
     }
-    let err = open("file:/nonexistent.yml")
+    let err = open_store("file:/nonexistent.yml")
         .fire_event("x", b"")
         .unwrap_err();
     assert!(err.to_string().contains("Consul"), "{err}");
-}
-
-fn a_large_view_is_imported_in_several_transactions_and_exported_whole(backend: Backend) {
-    let server = Server::start(backend);
-    let h = Harness::on(backend, server.url());
-    let mut view: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(fixture("view.yml")).unwrap()).unwrap();
-    for i in 0..300 {
-        view["convergent"]["clusters"]["web"]["nodes"][format!("big-{i:03}")] =
-            json!({"app": {"workers": i}});
-    }
-    let file = h.path("big.yml");
-    std::fs::write(&file, serde_yaml::to_string(&view).unwrap()).unwrap();
-    h.import(&file);
-    assert_eq!(h.export(), view);
-    assert_eq!(
-        h.attributes("web", "big-123")["convergent"]["desired"]["app"]["workers"],
-        123
-    );
-    if let Some(double) = server.double() {
-        let writes = double
-            .requests()
-            .iter()
-            .filter(|r| r.is_write_txn())
-            .count();
-        assert!(
-            writes >= 5,
-            "{writes} transactions of at most 64 for 300+ documents"
-        );
-    }
 }
 
 fn a_document_of_many_sub_keys_is_rewritten_in_one_transaction(backend: Backend) {
@@ -930,37 +812,6 @@ fn a_document_of_many_sub_keys_is_rewritten_in_one_transaction(backend: Backend)
     );
 }
 
-fn compare_and_set_at_the_store_level(backend: Backend) {
-    let server = Server::start(backend);
-    let store = open(&server.url());
-    assert!(matches!(
-        store.compare_and_put("p/k", None, b"1".to_vec()).unwrap(),
-        TxnOutcome::Committed { .. }
-    ));
-    assert_eq!(
-        store.compare_and_put("p/k", None, b"2".to_vec()).unwrap(),
-        TxnOutcome::Conflict
-    );
-    let v = store.get("p/k").unwrap().unwrap().version;
-    assert!(matches!(
-        store.compare_and_put("p/k", Some(v), b"2".to_vec()).unwrap(),
-        TxnOutcome::Committed { revision: Some(r) } if r > v
-    ));
-    assert_eq!(
-        store.compare_and_delete("p/k", v).unwrap(),
-        TxnOutcome::Conflict
-    );
-    let v = store.get("p/k").unwrap().unwrap().version;
-    assert!(matches!(
-        store.compare_and_delete("p/k", v).unwrap(),
-        TxnOutcome::Committed { .. }
-    ));
-    assert_eq!(store.get("p/k").unwrap(), None);
-    // A key of an empty value reads back empty (Consul stores null).
-    store.compare_and_put("p/empty", None, Vec::new()).unwrap();
-    assert_eq!(store.get("p/empty").unwrap().unwrap().value, b"");
-}
-
 #[test]
 fn a_write_whose_answer_was_lost_is_never_sent_again() {
     let h = Harness::with_fixture(Backend::ConsulDouble);
@@ -990,4 +841,26 @@ fn a_write_whose_answer_was_lost_is_never_sent_again() {
         1,
         "applied once: the re-read showed it had landed"
     );
+}
+
+fn an_empty_value_reads_back_empty(backend: Backend) {
+    // Consul stores an empty value as null.
+    let server = Server::start(backend);
+    let store = open_store(&server.url());
+    store.compare_and_put("p/empty", None, Vec::new()).unwrap();
+    let entry = store.get("p/empty").unwrap().unwrap();
+    assert_eq!(entry.value, b"");
+    let (_, body) = server.call("GET", "/v1/kv/p/empty", None);
+    let raw: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(raw[0]["Value"], Value::Null);
+    // And a write reports the index it was applied at.
+    let TxnOutcome::Committed {
+        revision: Some(revision),
+    } = store
+        .compare_and_put("p/empty", Some(entry.version), b"1".to_vec())
+        .unwrap()
+    else {
+        panic!("committed with a revision")
+    };
+    assert_eq!(store.get("p/empty").unwrap().unwrap().version, revision);
 }

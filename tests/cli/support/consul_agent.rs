@@ -233,24 +233,11 @@ impl ConsulAgent {
         }
     }
 
-    /// SIGTERM, then SIGKILL after five seconds.
+    /// SIGTERM (a graceful leave), then SIGKILL after five seconds.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        if let Some(child) = self.child.take() {
+            super::terminate(child, Duration::from_secs(5));
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -274,28 +261,14 @@ pub fn request(
         .build()
         .into();
     let url = format!("http://{address}{path}");
+    let token = token.unwrap_or_default();
     let mut response = match method {
-        "GET" => {
-            let mut r = agent.get(&url);
-            if let Some(t) = token {
-                r = r.header("X-Consul-Token", t);
-            }
-            r.call()?
-        }
-        "DELETE" => {
-            let mut r = agent.delete(&url);
-            if let Some(t) = token {
-                r = r.header("X-Consul-Token", t);
-            }
-            r.call()?
-        }
-        _ => {
-            let mut r = agent.put(&url);
-            if let Some(t) = token {
-                r = r.header("X-Consul-Token", t);
-            }
-            r.send(body.unwrap_or_default())?
-        }
+        "GET" => agent.get(&url).header("X-Consul-Token", token).call()?,
+        "DELETE" => agent.delete(&url).header("X-Consul-Token", token).call()?,
+        _ => agent
+            .put(&url)
+            .header("X-Consul-Token", token)
+            .send(body.unwrap_or_default())?,
     };
     let status = response.status().as_u16();
     Ok((status, response.body_mut().read_to_string()?))

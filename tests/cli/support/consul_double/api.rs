@@ -293,6 +293,15 @@ impl<'a> Ctx<'a> {
             .with("X-Consul-Query-Backend", "blocking-query")
     }
 
+    /// A KV write: with a leader, the state locked and the Raft index the
+    /// write is applied at.
+    fn begin_write(&self) -> Result<(MutexGuard<'a, State>, u64), Response> {
+        self.need_leader(Mode::Leader)?;
+        let mut state = self.lock();
+        let index = state.dcs.get_mut(&self.dc).unwrap().next_index();
+        Ok((state, index))
+    }
+
     fn notify(&self) {
         self.shared.changed.notify_all();
     }
@@ -400,6 +409,17 @@ fn parse_u64(ctx: &Ctx, name: &str) -> Result<Option<u64>, Response> {
     }
 }
 
+/// At most one of `flags`, or 400 `Conflicting flags: <query>`.
+fn exclusive(ctx: &Ctx, flags: &[&str]) -> Result<(), Response> {
+    if flags.iter().filter(|f| ctx.r.has(f)).count() > 1 {
+        return Err(Response::text(
+            400,
+            &format!("Conflicting flags: {}", ctx.r.encoded_query()),
+        ));
+    }
+    Ok(())
+}
+
 fn kv_put(ctx: &Ctx, key: &str) -> Answer {
     if key.is_empty() {
         return Err(Response::text(400, "Missing key name"));
@@ -421,24 +441,13 @@ fn kv_put(ctx: &Ctx, key: &str) -> Answer {
             .parse()
             .map_err(|_| Response::text(400, "Invalid flags"))?,
     };
-    let exclusive = ["cas", "acquire", "release"]
-        .iter()
-        .filter(|f| ctx.r.has(f))
-        .count();
-    if exclusive > 1 {
-        return Err(Response::text(
-            400,
-            &format!("Conflicting flags: {}", ctx.r.encoded_query()),
-        ));
-    }
+    exclusive(ctx, &["cas", "acquire", "release"])?;
     let cas = parse_u64(ctx, "cas")?;
     ctx.who
         .allow(Resource::Key, key, Access::Write)
         .map_err(forbidden)?;
-    ctx.need_leader(Mode::Leader)?;
-    let mut state = ctx.lock();
+    let (mut state, index) = ctx.begin_write()?;
     let dc = state.dcs.get_mut(&ctx.dc).unwrap();
-    let index = dc.next_index();
     let value = ctx.r.body.clone();
     let done = if let Some(cas) = cas {
         let current = dc.kv.get(key).map_or(0, |e| e.modify_index);
@@ -503,13 +512,8 @@ fn acquire(
 }
 
 fn kv_delete(ctx: &Ctx, key: &str) -> Answer {
+    exclusive(ctx, &["recurse", "cas"])?;
     let recurse = ctx.r.has("recurse");
-    if recurse && ctx.r.has("cas") {
-        return Err(Response::text(
-            400,
-            &format!("Conflicting flags: {}", ctx.r.encoded_query()),
-        ));
-    }
     let cas = parse_u64(ctx, "cas")?;
     if recurse {
         ctx.who.allow_write_prefix(key).map_err(forbidden)?;
@@ -518,15 +522,10 @@ fn kv_delete(ctx: &Ctx, key: &str) -> Answer {
             .allow(Resource::Key, key, Access::Write)
             .map_err(forbidden)?;
     }
-    ctx.need_leader(Mode::Leader)?;
-    let mut state = ctx.lock();
+    let (mut state, index) = ctx.begin_write()?;
     let dc = state.dcs.get_mut(&ctx.dc).unwrap();
-    let index = dc.next_index();
     let done = if recurse {
-        let keys: Vec<String> = dc.list(key).into_iter().map(|(k, _)| k.clone()).collect();
-        for k in keys {
-            dc.delete(&k, index);
-        }
+        dc.delete_tree(key, index);
         true
     } else if let Some(cas) = cas {
         let matches = cas > 0 && dc.kv.get(key).is_some_and(|e| e.modify_index == cas);
@@ -708,10 +707,7 @@ fn run_op(dc: &mut Datacenter, op: &TxnOp, index: u64) -> Result<Vec<Value>, Str
             Ok(Vec::new())
         }
         "delete-tree" => {
-            let keys: Vec<String> = dc.list(key).into_iter().map(|(k, _)| k.clone()).collect();
-            for k in keys {
-                dc.delete(&k, index);
-            }
+            dc.delete_tree(key, index);
             Ok(Vec::new())
         }
         verb => Err(format!("unknown KV verb {verb:?}")),

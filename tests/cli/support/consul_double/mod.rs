@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use state::{Access, Acl, Resource, Rule, Token};
 use state::{Datacenter, KvEntry};
+pub use wire::Request;
 
 /// How the double behaves where Consul can be configured.
 #[derive(Clone, Debug)]
@@ -58,17 +59,21 @@ impl Default for Config {
     }
 }
 
-/// A request the double got, for tests to look at.
+/// A request the double got, for tests to look at (its method, path,
+/// query, headers and body through `Deref`).
 #[derive(Clone, Debug)]
 pub struct Logged {
-    pub method: String,
-    pub path: String,
-    pub query: Vec<(String, Option<String>)>,
+    pub request: Request,
     /// The token it carried (`X-Consul-Token`, `Bearer` or `?token=`).
     pub token: Option<String>,
-    /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+}
+
+impl std::ops::Deref for Logged {
+    type Target = Request;
+
+    fn deref(&self) -> &Request {
+        &self.request
+    }
 }
 
 impl Logged {
@@ -87,18 +92,6 @@ impl Logged {
             ]
             .iter()
             .any(|verb| body.contains(&format!("\"Verb\":\"{verb}\"")))
-    }
-
-    /// Whether the query has the parameter (with any value).
-    pub fn has(&self, name: &str) -> bool {
-        self.query.iter().any(|(n, _)| n == name)
-    }
-
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_deref().unwrap_or(""))
     }
 }
 
@@ -376,12 +369,8 @@ fn serve(shared: &Shared, stream: TcpStream) {
             return;
         }
         shared.log.lock().unwrap().push(Logged {
-            method: request.method.clone(),
-            path: request.path.clone(),
-            query: request.query.clone(),
             token: api::token_of(&request).map(str::to_string),
-            headers: request.headers.clone(),
-            body: request.body.clone(),
+            request: request.clone(),
         });
         let response = api::handle(shared, &request);
         if shared.stop.load(Ordering::SeqCst) {

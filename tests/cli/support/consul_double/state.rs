@@ -164,6 +164,18 @@ impl Datacenter {
         }
     }
 
+    /// Deletes every key starting with `prefix` at `index`.
+    pub fn delete_tree(&mut self, prefix: &str, index: u64) {
+        let keys: Vec<String> = self
+            .list(prefix)
+            .into_iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.delete(&key, index);
+        }
+    }
+
     /// The index a KV read reports: a key's own `ModifyIndex`; for a
     /// prefix the highest index of its keys and tombstones; else the table's.
     /// Never 0 (that would never block).
