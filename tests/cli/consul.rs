@@ -486,7 +486,7 @@ fn a_held_lock_names_its_holder_and_a_dead_holders_session_frees_it(backend: Bac
         &format!("/v1/kv/{db}?acquire={dead}"),
         Some(b"crashed orchestrator"),
     );
-    assert_eq!(taken, "true");
+    assert_eq!(taken.trim(), "true");
     let err = store.lock(db, Duration::from_secs(10), "d").err().unwrap();
     assert!(err.to_string().contains("crashed orchestrator"), "{err}");
     assert!(eventually(Duration::from_secs(15), || store
