@@ -13,7 +13,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -23,7 +23,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use ureq::Agent;
 
-use super::http::{self, Bound, TlsSettings};
+use super::feed::{failure_backoff, pause_unless_stopped, ChannelFeed, FeedEvent};
+use super::http::{self, Bound, TlsSettings, TlsVariables};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
@@ -186,31 +187,13 @@ fn endpoint_urls(from_url: &[String], scheme: &str, env: Env) -> Result<Vec<Stri
 }
 
 fn tls_settings(env: Env) -> Result<TlsSettings> {
-    let named = |var: &str| env(var).map(|path| (var.to_string(), PathBuf::from(path)));
-    let client_cert = match (named("ETCDCTL_CERT"), named("ETCDCTL_KEY")) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => {
-            return Err(Error::config(
-                "ETCDCTL_CERT/ETCDCTL_KEY",
-                "give both the client certificate and its key, or neither",
-            ))
-        }
+    let skip = http::env_bool(env, "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")?.unwrap_or(false);
+    let vars = TlsVariables {
+        ca_file: "ETCDCTL_CACERT",
+        client_cert: "ETCDCTL_CERT",
+        client_key: "ETCDCTL_KEY",
     };
-    let skip = match env("ETCDCTL_INSECURE_SKIP_TLS_VERIFY") {
-        None => false,
-        Some(text) => http::parse_bool(&text).ok_or_else(|| {
-            Error::config(
-                "ETCDCTL_INSECURE_SKIP_TLS_VERIFY",
-                format!("{text:?} is not true or false"),
-            )
-        })?,
-    };
-    Ok(TlsSettings {
-        ca_file: named("ETCDCTL_CACERT"),
-        client_cert,
-        verify: !skip,
-    })
+    TlsSettings::from_env(env, &vars, !skip)
 }
 
 /// `ETCDCTL_USER` is `user` or `user:password`; the password may instead
@@ -756,8 +739,7 @@ impl Store for EtcdStore {
     /// server may then drop the rest of the body, silently losing watchers.
     fn watch(&self, roots: &[String]) -> Result<Box<dyn ChangeFeed>> {
         let baseline = self.read_trees(roots)?.revision.unwrap_or(0);
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (feed, tx, stop) = ChannelFeed::new(self.client.display.clone());
         for root in roots {
             let watcher = Watcher {
                 client: Arc::clone(&self.client),
@@ -769,7 +751,7 @@ impl Store for EtcdStore {
             };
             thread::spawn(move || watcher.run());
         }
-        Ok(Box::new(EtcdFeed { rx, stop }))
+        Ok(Box::new(feed))
     }
 }
 
@@ -847,59 +829,7 @@ fn keep_alive(client: &Client, lease: u64, ttl: Duration, stop: &AtomicBool, los
     }
 }
 
-/// What the watch thread tells the feed.
-enum FeedEvent {
-    Changed,
-    Failed(String),
-}
-
-struct EtcdFeed {
-    rx: Receiver<FeedEvent>,
-    stop: Arc<AtomicBool>,
-}
-
-impl ChangeFeed for EtcdFeed {
-    fn wait(&mut self, timeout: Duration) -> Result<bool> {
-        let first = match self.rx.recv_timeout(timeout) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) => return Ok(false),
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Unavailable {
-                    store: "etcd".into(),
-                    reason: "the watch stopped".into(),
-                })
-            }
-        };
-        // A burst of events is one change; a change beats a failure.
-        let mut changed = matches!(first, FeedEvent::Changed);
-        let mut failure = match first {
-            FeedEvent::Failed(reason) => Some(reason),
-            FeedEvent::Changed => None,
-        };
-        while let Ok(event) = self.rx.try_recv() {
-            match event {
-                FeedEvent::Changed => changed = true,
-                FeedEvent::Failed(reason) => failure = Some(reason),
-            }
-        }
-        match (changed, failure) {
-            (true, _) => Ok(true),
-            (false, Some(reason)) => Err(Error::Unavailable {
-                store: "etcd".into(),
-                reason,
-            }),
-            (false, None) => Ok(false),
-        }
-    }
-}
-
-impl Drop for EtcdFeed {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// One of the threads behind an [`EtcdFeed`]: a stream over one key range.
+/// One of the threads behind an etcd [`ChannelFeed`]: a stream over one key range.
 struct Watcher {
     client: Arc<Client>,
     key: Vec<u8>,
@@ -931,13 +861,8 @@ impl Watcher {
                         return;
                     }
                     failures += 1;
-                    let pause = Duration::from_millis((250u64 << failures.min(5)).min(10_000));
-                    let until = Instant::now() + pause;
-                    while Instant::now() < until {
-                        if self.stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        thread::sleep(Duration::from_millis(50));
+                    if !pause_unless_stopped(&self.stop, failure_backoff(failures)) {
+                        return;
                     }
                 }
             }

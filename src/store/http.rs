@@ -13,6 +13,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
+use crate::config::Env;
 use crate::error::{Error, Result};
 
 /// Largest response body read (a whole-view export of a big fleet).
@@ -28,6 +29,52 @@ pub struct TlsSettings {
     pub client_cert: Option<((String, PathBuf), (String, PathBuf))>,
     /// Verify the server's certificate (on unless explicitly turned off).
     pub verify: bool,
+}
+
+/// The variables a store reads its TLS files from, as its own CLI names them.
+pub struct TlsVariables {
+    pub ca_file: &'static str,
+    pub client_cert: &'static str,
+    pub client_key: &'static str,
+}
+
+impl TlsSettings {
+    /// The files the variables name (an empty value is unset); the client
+    /// certificate and key come both or neither. Verification is the
+    /// caller's to decide.
+    pub fn from_env(env: Env, vars: &TlsVariables, verify: bool) -> Result<TlsSettings> {
+        let named = |var: &str| {
+            env(var)
+                .filter(|p| !p.is_empty())
+                .map(|path| (var.to_string(), PathBuf::from(path)))
+        };
+        let client_cert = match (named(vars.client_cert), named(vars.client_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::config(
+                    format!("{}/{}", vars.client_cert, vars.client_key),
+                    "both client cert and client key must be provided, or neither",
+                ))
+            }
+        };
+        Ok(TlsSettings {
+            ca_file: named(vars.ca_file),
+            client_cert,
+            verify,
+        })
+    }
+}
+
+/// A boolean environment variable read the way Go's `ParseBool` does (the
+/// consul and etcd CLIs use it); exit 78 naming the variable otherwise.
+pub fn env_bool(env: Env, var: &str) -> Result<Option<bool>> {
+    match env(var) {
+        None => Ok(None),
+        Some(text) => parse_bool(&text)
+            .map(Some)
+            .ok_or_else(|| Error::config(var, format!("{text:?} is not true or false"))),
+    }
 }
 
 /// How long calls may take.
@@ -192,7 +239,7 @@ pub fn body_text(
 
 /// Whether an environment value means "true" the way Go's `ParseBool` (used
 /// by the consul and etcd CLIs) reads it; `None` for anything else.
-pub fn parse_bool(text: &str) -> Option<bool> {
+fn parse_bool(text: &str) -> Option<bool> {
     match text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),

@@ -9,6 +9,7 @@
 
 mod consul;
 mod etcd;
+mod feed;
 mod file;
 pub mod http;
 mod url;

@@ -6,23 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use convergent::store::{self, StoreOptions, StoreUrl, TxnOutcome};
+use convergent::store::{self, StoreOptions, StoreUrl};
 
 use crate::support::etcd::{self, EtcdCluster, EtcdServer};
 use crate::support::proxy::CountingProxy;
-use crate::support::{assert_refused, eventually, fixture, stderr, Backend, Harness};
-
-fn open(url: &str) -> Box<dyn store::Store> {
-    let url: StoreUrl = url.parse().unwrap();
-    store::open(
-        &url,
-        &StoreOptions {
-            timeout: Duration::from_secs(5),
-        },
-        &|_| None,
-    )
-    .unwrap()
-}
+use crate::support::{
+    assert_refused, eventually, files_under, fixture, open_store as open, stderr, Backend, Harness,
+};
 
 #[test]
 fn attributes_is_one_request_and_reports_the_revision() {
@@ -63,27 +53,12 @@ fn a_killed_server_serves_the_cache_marked_stale() {
     let mut h = Harness::with_fixture(Backend::Etcd);
     let fresh = h.attributes("web", "web-02");
     h.etcd().kill();
-    let out = h.run(&[
-        "--timeout",
-        "1s",
-        "attributes",
-        "--cluster",
-        "web",
-        "--node",
-        "web-02",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let stale: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(stale["convergent"]["source"]["stale"], true);
+    let (stale, warning) = h.stale_attributes("web", "web-02", "1s");
     assert_eq!(
         stale["convergent"]["desired"],
         fresh["convergent"]["desired"]
     );
-    assert!(
-        stderr(&out).contains("connection refused"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(warning.contains("connection refused"), "{warning}");
     let out = h.run(&[
         "--timeout",
         "1s",
@@ -117,18 +92,7 @@ fn a_cluster_survives_one_member_and_fails_cleanly_without_quorum() {
 
     // Two down: no quorum. Reads fall back to the cache, writes fail.
     cluster.members[1].kill();
-    let out = h.run(&[
-        "--timeout",
-        "2s",
-        "attributes",
-        "--cluster",
-        "web",
-        "--node",
-        "web-01",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let stale: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(stale["convergent"]["source"]["stale"], true);
+    let (stale, _) = h.stale_attributes("web", "web-01", "2s");
     assert_eq!(stale["convergent"]["desired"]["version"], "2.4.2");
     let started = Instant::now();
     let out = h.run(&[
@@ -220,7 +184,7 @@ fn auth_with_a_user_and_a_role() {
         .unwrap();
     assert_refused(&out, 77, &["permission denied"]);
     // No secret reaches the cache.
-    for entry in walk(&h.cache_dir()) {
+    for entry in files_under(&h.cache_dir()) {
         let text = std::fs::read_to_string(&entry).unwrap();
         assert!(
             !text.contains("Sekr1t-pw") && !text.contains("deployer"),
@@ -256,19 +220,6 @@ fn an_expired_token_is_renewed() {
     // Unused for longer than its TTL, the token is invalid now.
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(store.get("convergent/k").unwrap().unwrap().value, b"1");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]
@@ -428,98 +379,5 @@ fn base64(text: &str) -> String {
 #[test]
 fn the_change_feed_sees_watched_changes_only() {
     let h = Harness::with_fixture(Backend::Etcd);
-    let store = open(&h.store_url);
-    let mut feed = store
-        .watch(&[
-            "convergent/clusters/web/desired".into(),
-            "convergent/clusters/web/nodes/web-01".into(),
-        ])
-        .unwrap();
-    assert!(
-        !feed.wait(Duration::from_millis(200)).unwrap(),
-        "nothing changed yet"
-    );
-    h.ok(&["set", "--cluster", "db", "version=5.1"]);
-    assert!(
-        !feed.wait(Duration::from_millis(500)).unwrap(),
-        "db is not watched"
-    );
-    h.ok(&[
-        "set",
-        "--cluster",
-        "web",
-        "--node",
-        "web-01",
-        "app.workers=3",
-    ]);
-    assert!(
-        feed.wait(Duration::from_secs(5)).unwrap(),
-        "a node override is watched"
-    );
-    // A burst of changes is one wake-up.
-    for i in 0..5 {
-        h.ok(&["set", "--cluster", "web", &format!("build={i}")]);
-    }
-    assert!(feed.wait(Duration::from_secs(5)).unwrap());
-    let deadline = Instant::now() + Duration::from_millis(300);
-    let mut extra = 0;
-    while Instant::now() < deadline {
-        if feed.wait(Duration::from_millis(50)).unwrap() {
-            extra += 1;
-        }
-    }
-    assert!(extra <= 4, "bursts coalesce ({extra} extra wake-ups)");
-    // Scalar keys under a watched document count too.
-    h.put_raw("convergent/clusters/web/desired/flag", b"true");
-    assert!(feed.wait(Duration::from_secs(5)).unwrap());
-}
-
-#[test]
-fn a_large_view_is_imported_in_several_transactions_and_exported_whole() {
-    let h = Harness::new(Backend::Etcd);
-    let mut view: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(fixture("view.yml")).unwrap()).unwrap();
-    for i in 0..300 {
-        view["convergent"]["clusters"]["web"]["nodes"][format!("big-{i:03}")] =
-            json!({"app": {"workers": i}});
-    }
-    let file = h.path("big.yml");
-    std::fs::write(&file, serde_yaml::to_string(&view).unwrap()).unwrap();
-    h.import(&file);
-    assert_eq!(h.export(), view);
-    assert_eq!(
-        h.attributes("web", "big-123")["convergent"]["desired"]["app"]["workers"],
-        123
-    );
-}
-
-#[test]
-fn compare_and_set_at_the_store_level() {
-    let h = Harness::new(Backend::Etcd);
-    let store = open(&h.store_url);
-    assert!(matches!(
-        store.compare_and_put("p/k", None, b"1".to_vec()).unwrap(),
-        TxnOutcome::Committed { .. }
-    ));
-    assert_eq!(
-        store.compare_and_put("p/k", None, b"2".to_vec()).unwrap(),
-        TxnOutcome::Conflict
-    );
-    let v = store.get("p/k").unwrap().unwrap().version;
-    assert!(matches!(
-        store
-            .compare_and_put("p/k", Some(v), b"2".to_vec())
-            .unwrap(),
-        TxnOutcome::Committed { .. }
-    ));
-    assert_eq!(
-        store.compare_and_delete("p/k", v).unwrap(),
-        TxnOutcome::Conflict
-    );
-    let v = store.get("p/k").unwrap().unwrap().version;
-    assert!(matches!(
-        store.compare_and_delete("p/k", v).unwrap(),
-        TxnOutcome::Committed { .. }
-    ));
-    assert_eq!(store.get("p/k").unwrap(), None);
+    crate::store_api::the_feed_sees_watched_changes_only(&h);
 }

@@ -1,6 +1,6 @@
 //! The same view answers the same on every store.
 
-use crate::support::{stdout, Backend, Harness};
+use crate::support::{consul_agent, stdout, Backend, Harness};
 
 /// Everything `attributes` prints before its `source` block, which names the
 /// store, revision and time and so rightly differs.
@@ -10,10 +10,13 @@ fn before_source(text: &str) -> &str {
 
 #[test]
 fn attributes_are_byte_identical_on_every_store() {
-    let stores: Vec<Harness> = [Backend::File, Backend::Etcd]
-        .into_iter()
-        .map(Harness::with_fixture)
-        .collect();
+    let mut backends = vec![Backend::File, Backend::Etcd, Backend::ConsulDouble];
+    if consul_agent::configured() {
+        backends.push(Backend::Consul);
+    } else {
+        eprintln!("real Consul skipped: set CONVERGENT_TEST_CONSUL_BIN to a consul binary");
+    }
+    let stores: Vec<Harness> = backends.into_iter().map(Harness::with_fixture).collect();
     for cluster in ["web", "db", "cache"] {
         for i in 1..=10 {
             let node = format!("{cluster}-{i:02}");

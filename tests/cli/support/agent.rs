@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Harness;
 
@@ -40,21 +40,7 @@ impl WatchProcess {
 
     /// Sends SIGTERM and waits (up to 10s) for it to exit.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        super::terminate(self.child.take()?, Duration::from_secs(10))
     }
 
     /// Whether it has exited, and how.

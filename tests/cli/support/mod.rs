@@ -120,6 +120,14 @@ impl Harness {
             .expect("an etcd harness")
     }
 
+    /// The Consul double behind a Consul double harness.
+    pub fn consul_double(&self) -> &consul_double::ConsulDouble {
+        self.server
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<consul_double::ConsulDouble>())
+            .expect("a Consul double harness")
+    }
+
     /// A store holding the bundled fixture view.
     pub fn with_fixture(backend: Backend) -> Harness {
         let h = Harness::new(backend);
@@ -285,11 +293,79 @@ impl Harness {
         serde_json::from_slice(&out.stdout).expect("attributes prints JSON")
     }
 
+    /// Runs `attributes` for one node while the store cannot answer within
+    /// `timeout`: it must succeed from the cache. The document and stderr.
+    #[track_caller]
+    pub fn stale_attributes(&self, cluster: &str, node: &str, timeout: &str) -> (Value, String) {
+        let out = self.run(&[
+            "--timeout",
+            timeout,
+            "attributes",
+            "--cluster",
+            cluster,
+            "--node",
+            node,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("attributes prints JSON");
+        assert_eq!(
+            doc["convergent"]["source"]["stale"], true,
+            "served from the cache"
+        );
+        (doc, stderr(&out))
+    }
+
     /// The store's view, as `export` prints it, parsed.
     pub fn export(&self) -> Value {
         let out = self.ok(&["export", "--format", "json"]);
         serde_json::from_slice(&out.stdout).expect("export prints JSON")
     }
+}
+
+/// Opens a store by URL in the test process, as the binary would (with no
+/// environment), to test the store interface itself.
+pub fn open_store(url: &str) -> Box<dyn convergent::store::Store> {
+    let url: convergent::store::StoreUrl = url.parse().unwrap();
+    let options = convergent::store::StoreOptions {
+        timeout: std::time::Duration::from_secs(5),
+    };
+    convergent::store::open(&url, &options, &|_| None).unwrap()
+}
+
+/// Every file below `dir` (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Stops a child process: SIGTERM, then SIGKILL after `grace`. Its exit
+/// status if it stopped on the SIGTERM.
+pub fn terminate(
+    mut child: std::process::Child,
+    grace: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// Polls `condition` until it holds or `limit` passes; whether it held.
@@ -333,6 +409,8 @@ pub fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
 /// Instantiates test bodies `fn name(backend: Backend)` once per backend:
 /// the file store, a real etcd, the Consul double, and a real Consul agent
 /// (which skips, saying so, unless `CONVERGENT_TEST_CONSUL_BIN` is set).
+/// Each instance is `MODULE::BACKEND::NAME`, so `cargo test consul_double`
+/// runs the suite on the double alone.
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod file_store {
@@ -348,6 +426,29 @@ macro_rules! store_suite {
                 #[test]
                 fn $name() {
                     super::$name($crate::support::Backend::Etcd);
+                }
+            )*
+        }
+        mod consul_double {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::support::Backend::ConsulDouble);
+                }
+            )*
+        }
+        mod consul_agent {
+            $(
+                #[test]
+                fn $name() {
+                    if $crate::support::consul_agent::skip(concat!(
+                        module_path!(),
+                        "::",
+                        stringify!($name)
+                    )) {
+                        return;
+                    }
+                    super::$name($crate::support::Backend::Consul);
                 }
             )*
         }
