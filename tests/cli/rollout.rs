@@ -781,3 +781,21 @@ fn an_etcd_outage_mid_rollout_is_waited_out() {
         "2.5.0"
     );
 }
+
+#[test]
+fn a_consul_event_kicks_each_released_batch() {
+    let (h, _sim) = fleet(Backend::ConsulDouble);
+    let plan = plan_file(
+        &h,
+        "event.yml",
+        "name: event-2.5.0\nsteps:\n  - cluster: web\n    set: {version: '2.5.0'}\n    strategy: {canary: 1, batch: 50%}\n    kick: {consul_event: converge-web}\n",
+    );
+    let out = run_plan(&h, &plan, &[]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let batches = stdout(&out).matches("released batch").count();
+    // The canary, then two halves of the other seven.
+    assert_eq!(batches, 3, "{}", stdout(&out));
+    let fired = h.consul_double().requests_to("/v1/event/fire/converge-web");
+    assert_eq!(fired.len(), batches, "one event per released batch");
+    assert!(stdout(&out).contains("kicked"), "{}", stdout(&out));
+}
