@@ -12,11 +12,13 @@ mod etcd;
 mod file;
 pub mod http;
 mod url;
+mod zookeeper;
 
 pub use consul::ConsulStore;
 pub use etcd::EtcdStore;
 pub use file::FileStore;
 pub use url::StoreUrl;
+pub use zookeeper::ZooKeeperStore;
 
 use std::fmt;
 use std::time::Duration;
@@ -286,16 +288,13 @@ pub struct StoreOptions {
 
 /// Opens the store the URL names. Network backends read their credentials
 /// and TLS files from their own environment variables (`CONSUL_*`,
-/// `ETCDCTL_*`) through `env`.
+/// `ETCDCTL_*`, `CONVERGENT_ZK_AUTH`) through `env`.
 pub fn open(url: &StoreUrl, options: &StoreOptions, env: Env) -> Result<Box<dyn Store>> {
     match url {
         StoreUrl::File { path } => Ok(Box::new(FileStore::new(path.clone(), options.timeout))),
         StoreUrl::Etcd { .. } => Ok(Box::new(EtcdStore::open(url, options, env)?)),
         StoreUrl::Consul { .. } => Ok(Box::new(ConsulStore::open(url, options, env)?)),
-        StoreUrl::ZooKeeper { .. } => Err(Error::config(
-            "store URL",
-            format!("{url}: the ZooKeeper backend is not available in this build yet"),
-        )),
+        StoreUrl::ZooKeeper { .. } => Ok(Box::new(ZooKeeperStore::open(url, options, env)?)),
     }
 }
 

@@ -10,7 +10,7 @@ fn before_source(text: &str) -> &str {
 
 #[test]
 fn attributes_are_byte_identical_on_every_store() {
-    let stores: Vec<Harness> = [Backend::File, Backend::Etcd]
+    let stores: Vec<Harness> = [Backend::File, Backend::Etcd, Backend::ZooKeeper]
         .into_iter()
         .map(Harness::with_fixture)
         .collect();
