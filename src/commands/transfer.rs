@@ -103,8 +103,20 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
         });
     }
     // One transaction where the store allows (the file store always does);
-    // past a store's limits, several.
-    for ops in store.txn_limits().split(ops) {
+    // past a store's limits, several — after checking that each document
+    // fits in one, so a refusal writes nothing.
+    let limits = store.txn_limits();
+    if let Some(op) = limits.oversized(&ops) {
+        return Err(Error::bad_key(
+            op.key(),
+            format!(
+                "this document is {} bytes, more than {} takes in one transaction; nothing was imported",
+                op.size(),
+                store.describe()
+            ),
+        ));
+    }
+    for ops in limits.split(ops) {
         match store.commit(&Txn {
             compares: Vec::new(),
             ops,

@@ -128,6 +128,12 @@ impl Op {
 }
 
 impl TxnLimits {
+    /// The first operation too big for any transaction on its own.
+    pub fn oversized<'o>(&self, ops: &'o [Op]) -> Option<&'o Op> {
+        let max = self.max_bytes?;
+        ops.iter().find(|op| op.size() > max)
+    }
+
     /// Splits unconditional operations into transactions within the limits,
     /// puts before deletes: a reader between two of them then sees a new
     /// document with stale sub-keys still laid over it, never a missing one.
@@ -351,5 +357,17 @@ mod tests {
             .iter()
             .all(|c| !(c.iter().any(|o| matches!(o, Op::Put { .. }))
                 && c.iter().any(|o| matches!(o, Op::Delete { .. })))));
+    }
+
+    #[test]
+    fn an_operation_bigger_than_a_whole_transaction_is_found() {
+        let limits = TxnLimits {
+            max_ops: Some(4),
+            max_bytes: Some(100),
+        };
+        let ops = vec![put("a", 10), put("big", 200), put("b", 10)];
+        assert_eq!(limits.oversized(&ops).map(Op::key), Some("big"));
+        assert_eq!(limits.oversized(&ops[..1]), None);
+        assert_eq!(TxnLimits::default().oversized(&ops), None);
     }
 }

@@ -63,11 +63,12 @@ const MAX_PACKET: usize = 0xfffff;
 /// What one write request may carry, leaving room for its framing.
 const MAX_REQUEST_BYTES: usize = 1_000_000;
 /// Bound on the bytes of keys and values per transaction that `import`
-/// splits to: each operation adds some bytes of framing (and maybe the
-/// directories above it), which this leaves room for.
-const SPLIT_BYTES: usize = 700_000;
+/// splits to (and on one document it imports): each operation adds some
+/// bytes of framing, and maybe creates the directories above it, which this
+/// and [`SPLIT_OPS`] leave room for under [`MAX_REQUEST_BYTES`].
+const SPLIT_BYTES: usize = 800_000;
 /// Operations per transaction that `import` splits to.
-const SPLIT_OPS: usize = 1000;
+const SPLIT_OPS: usize = 500;
 /// Read operations per multi-read request; a level with more is sent as
 /// several requests at once (pipelined: still one round trip).
 const READ_OPS_PER_REQUEST: usize = 512;
@@ -1060,10 +1061,9 @@ impl Store for ZooKeeperStore {
 
     /// A persistent recursive watch on each root, set before this returns
     /// (so a change between it and the caller's next read is not missed).
-    /// Watches survive reconnects within the session; after a reconnect,
-    /// when events may have been lost, the feed reports a change. When the
-    /// session expires the watches are set again on a new session, and the
-    /// feed reports a change so the reader looks afresh.
+    /// After a reconnect, and on a new session after one expired, the
+    /// watches are set again and the feed reports a change, so the reader
+    /// looks afresh: what changed in between is not replayed.
     fn watch(&self, roots: &[String]) -> Result<Box<dyn ChangeFeed>> {
         let conn = Arc::clone(&self.conn);
         let roots = roots.to_vec();
@@ -1195,10 +1195,14 @@ impl HeldLock for ZkLock {
 
 impl Drop for ZkLock {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        // Deleting frees the lock at once; closing the session (when the
+        // client goes) would too, a moment later. A session cut off cannot
+        // do either: its znode goes when it expires.
+        if client.state() == zk::SessionState::SyncConnected {
             let path = self.path.clone();
-            // Deleting frees the lock at once; closing the session (when
-            // the client goes) would too, a moment later.
             self.runtime.run(Instant::now() + self.timeout, async move {
                 let _ = client.delete(&path, None).await;
             });
@@ -1292,7 +1296,21 @@ async fn follow(
             (zk::EventType::Session, zk::SessionState::Disconnected) => {}
             // A watcher panics when asked again after its session ended.
             (zk::EventType::Session, state) if state.is_terminated() => watchers.clear(),
-            // Reconnected: events of the gap may be lost (ZOOKEEPER-4698).
+            (zk::EventType::Session, _) => {
+                // Reconnected. zookeeper-client 0.11 leaves persistent
+                // watches out of the SetWatches it sends on a new
+                // connection, so set them again (the old ones go after the
+                // new ones are in, so the server keeps watching); then look
+                // afresh, as events of the gap are lost (ZOOKEEPER-4698).
+                match arm(&conn, &roots).await {
+                    Ok((client, w)) => {
+                        _session = client;
+                        watchers = w;
+                    }
+                    Err(_) => watchers.clear(),
+                }
+                shared.tell(|s| s.changed = true);
+            }
             _ => shared.tell(|s| s.changed = true),
         }
     }

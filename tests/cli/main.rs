@@ -16,3 +16,4 @@ mod stores;
 mod transfer;
 mod validate;
 mod watch;
+mod zookeeper;

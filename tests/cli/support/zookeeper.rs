@@ -195,6 +195,14 @@ impl ZooKeeperServer {
         self.wait_ready().unwrap();
     }
 
+    /// Kills the server and starts it again on the same port with no data:
+    /// every session it knew is gone, so its clients' sessions expire.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(self.dir.path().join("data")).unwrap();
+        self.restart();
+    }
+
     /// Stops the server: SIGTERM, then SIGKILL after five seconds.
     fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
