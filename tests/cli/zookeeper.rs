@@ -280,6 +280,28 @@ fn a_chroot_keeps_the_view_under_its_path() {
 }
 
 #[test]
+fn writes_need_no_read_access_to_the_directories_above() {
+    let mut h = Harness::with_fixture(Backend::ZooKeeper);
+    // The prefix's znode lets anyone create and delete below it, not read it.
+    let out = zookeeper::cli(
+        &h.zookeeper().address(),
+        &["setAcl", "/convergent", "world:anyone:cd"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    h.ok(&["set", "--cluster", "web", "state=off"]);
+    h.ok(&["unset", "--cluster", "web", "--node", "web-07", "state"]);
+    let doc = h.attributes("web", "web-07");
+    assert_eq!(doc["convergent"]["state"], "off");
+    assert_eq!(doc["convergent"]["desired"]["app"]["workers"], 8);
+    // Reads need it neither: they read the view's keys, and only the stat
+    // of what is above them (for the revision).
+    let view = h.export();
+    assert!(view["convergent"]["clusters"]["web"]["nodes"]
+        .get("web-07")
+        .is_none());
+}
+
+#[test]
 fn values_too_big_for_zookeeper_are_refused_before_sending() {
     let mut h = Harness::with_fixture(Backend::ZooKeeper);
     let before = h.export();

@@ -26,23 +26,24 @@
 //!   so a compare-and-set cannot tell a re-created key from an untouched one
 //!   (ZooKeeper has no check on creation zxids).
 
+mod plan;
+mod runtime;
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
-use futures::channel::{mpsc, oneshot};
-use futures::executor::{LocalPool, LocalSpawner};
-use futures::future::{self, Either, FutureObj};
-use futures::task::Spawn as _;
-use futures::StreamExt;
+use futures::channel::oneshot;
+use futures::future::{self, Either};
 use zookeeper_client as zk;
 
+use self::plan::{
+    ancestors, check_size, plan, too_big, Node, Planned, MAX_REQUEST_BYTES, OP_OVERHEAD,
+};
+use self::runtime::Runtime;
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
@@ -57,11 +58,6 @@ pub const AUTH_VAR: &str = "CONVERGENT_ZK_AUTH";
 /// Session timeout unless the URL says otherwise; the server clamps it to
 /// its `minSessionTimeout`..`maxSessionTimeout` (by default 4 s..40 s).
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
-/// The server's default `jute.maxbuffer`: it drops a connection whose
-/// request is larger.
-const MAX_PACKET: usize = 0xfffff;
-/// What one write request may carry, leaving room for its framing.
-const MAX_REQUEST_BYTES: usize = 1_000_000;
 /// Bound on the bytes of keys and values per transaction that `import`
 /// splits to (and on one document it imports): each operation adds some
 /// bytes of framing, and maybe creates the directories above it, which this
@@ -72,16 +68,11 @@ const SPLIT_OPS: usize = 500;
 /// Read operations per multi-read request; a level with more is sent as
 /// several requests at once (pipelined: still one round trip).
 const READ_OPS_PER_REQUEST: usize = 512;
-/// Framing of one operation in a multi, counted generously (headers,
-/// version, flags and the ACL of a create).
-const OP_OVERHEAD: usize = 64;
 /// Pause before a read is tried again after a lost connection.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How often a commit re-plans when znodes change under it before it gives
 /// the conflict back to the caller (which re-reads).
 const PLAN_ATTEMPTS: u32 = 5;
-/// How long closing sessions may take when the store is dropped.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Lock znodes are `LOCK_PREFIX` + a sequence number, in the lock's znode.
 const LOCK_PREFIX: &str = "lock-";
 
@@ -182,17 +173,15 @@ impl ZooKeeperStore {
         let origin = || format!("store URL {display}");
         let session_timeout = match opts.get("session_timeout") {
             None => DEFAULT_SESSION_TIMEOUT,
-            Some(text) => match humantime::parse_duration(text) {
-                Ok(d) if d >= Duration::from_millis(100) => d,
-                _ => {
-                    return Err(Error::config(
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| *d >= Duration::from_millis(100))
+                .ok_or_else(|| {
+                    Error::config(
                         origin(),
-                        format!(
-                        "session_timeout {text:?} is not a duration of at least 100ms (e.g. 30s)"
-                    ),
-                    ))
-                }
-            },
+                        format!("session_timeout {text:?} is not a duration of 100ms or more (e.g. 30s)"),
+                    )
+                })?,
         };
         let auth = digest(env, opts.get("auth_file").map(PathBuf::from))?;
         let acl = match (opts.get("acl").map(String::as_str), &auth) {
@@ -394,8 +383,9 @@ impl Connection {
     }
 
     /// Reads the trees level by level: the roots' data and children (and
-    /// the stat of their parents, for the revision) in one multi-read, then
-    /// the children found, and so on. Keys stored whole take one request.
+    /// the stat of the directories above them, for the revision) in one
+    /// multi-read, then the children found, and so on. Keys stored whole
+    /// take one request.
     async fn read_once(&self, roots: &[String]) -> Result<Snapshot, Fault> {
         let client = self
             .client()
@@ -404,9 +394,14 @@ impl Connection {
         let mut trees: Vec<Vec<Entry>> = vec![Vec::new(); roots.len()];
         let mut revision = 0i64;
         let mut level: Vec<(usize, String)> = roots.iter().cloned().enumerate().collect();
+        // The directories above the roots: a deletion below them changes
+        // their pzxid, so their stats keep the revision from going back.
         let mut parents: BTreeSet<String> = roots
             .iter()
-            .filter_map(|r| r.rsplit_once('/').map(|(parent, _)| parent.to_string()))
+            .flat_map(|r| {
+                let path = self.path(r);
+                ancestors(&path).map(str::to_string).collect::<Vec<_>>()
+            })
             .collect();
         while !level.is_empty() {
             let mut ops: Vec<(Read, String)> = Vec::with_capacity(level.len() * 2 + parents.len());
@@ -414,12 +409,10 @@ impl Connection {
                 ops.push((Read::Data, self.path(key)));
                 ops.push((Read::Children, self.path(key)));
             }
-            // A root's parent changes (pzxid) when the root is deleted: its
-            // stat keeps the revision from going back.
             ops.extend(
                 std::mem::take(&mut parents)
                     .into_iter()
-                    .map(|p| (Read::Stat, self.path(&p))),
+                    .map(|p| (Read::Stat, p)),
             );
             let results = self.multi_read(&client, &ops).await?;
             let mut next = Vec::new();
@@ -508,12 +501,15 @@ impl Connection {
         Ok(results)
     }
 
-    /// The znodes a transaction touches and every directory above them, as
-    /// they are now (`None`: absent).
+    /// The znodes a transaction touches (`keys`) and every directory above
+    /// them (the rest of `paths`), as they are now (`None`: absent). A
+    /// directory this session may not read (writes need no read access to
+    /// the directories above) is taken as there, and never removed.
     async fn stat_all(
         &self,
         client: &zk::Client,
         paths: &BTreeSet<String>,
+        keys: &BTreeSet<String>,
     ) -> Result<HashMap<String, Option<Node>>, Fault> {
         let ops: Vec<(Read, String)> = paths.iter().map(|p| (Read::Data, p.clone())).collect();
         let results = self.multi_read(client, &ops).await?;
@@ -528,6 +524,13 @@ impl Connection {
                 zk::MultiReadResult::Error {
                     err: zk::Error::NoNode,
                 } => None,
+                zk::MultiReadResult::Error {
+                    err: zk::Error::NoAuth,
+                } if !keys.contains(path) => Some(Node {
+                    version: 0,
+                    has_data: true,
+                    children: i32::MAX,
+                }),
                 zk::MultiReadResult::Error { err } => {
                     return Err(Fault::new(err, self.key_of(path)))
                 }
@@ -550,7 +553,7 @@ impl Connection {
     /// multi failing on a guard (a znode changed in between) is planned
     /// again from a fresh read.
     async fn commit(&self, txn: &Txn, deadline: Instant) -> Result<TxnOutcome> {
-        let mut paths = BTreeSet::new();
+        let (mut paths, mut keys) = (BTreeSet::new(), BTreeSet::new());
         for key in txn
             .compares
             .iter()
@@ -563,7 +566,8 @@ impl Connection {
         {
             let path = self.path(key);
             paths.extend(ancestors(&path).map(str::to_string));
-            paths.insert(path);
+            paths.insert(path.clone());
+            keys.insert(path);
         }
         for _ in 0..PLAN_ATTEMPTS {
             let (client, nodes) = loop {
@@ -572,7 +576,7 @@ impl Connection {
                         .client()
                         .await
                         .map_err(|e| Fault::new(e, "(session)"))?;
-                    let nodes = self.stat_all(&client, &paths).await?;
+                    let nodes = self.stat_all(&client, &paths, &keys).await?;
                     Ok::<_, Fault>((client, nodes))
                 };
                 match read.await {
@@ -676,281 +680,6 @@ enum Read {
     Children,
     /// Only the stat (for the revision); errors are ignored.
     Stat,
-}
-
-/// A znode as the plan of a transaction sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Node {
-    version: i32,
-    has_data: bool,
-    children: i32,
-}
-
-/// One operation of the multi a transaction becomes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Planned {
-    Check {
-        path: String,
-        version: i32,
-    },
-    Create {
-        path: String,
-        data: Vec<u8>,
-    },
-    SetData {
-        path: String,
-        data: Vec<u8>,
-        version: i32,
-    },
-    Delete {
-        path: String,
-        version: i32,
-    },
-}
-
-impl Planned {
-    fn path(&self) -> &str {
-        match self {
-            Planned::Check { path, .. }
-            | Planned::Create { path, .. }
-            | Planned::SetData { path, .. }
-            | Planned::Delete { path, .. } => path,
-        }
-    }
-
-    fn size(&self) -> usize {
-        OP_OVERHEAD
-            + self.path().len()
-            + match self {
-                Planned::Create { data, .. } | Planned::SetData { data, .. } => data.len(),
-                _ => 0,
-            }
-    }
-}
-
-/// The directories above a znode path, outermost first (`/a/b/c` gives
-/// `/a`, `/a/b`).
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices('/')
-        .map(|(i, _)| &path[..i])
-        .filter(|p| !p.is_empty())
-}
-
-fn parent(path: &str) -> Option<&str> {
-    path.rsplit_once('/')
-        .map(|(p, _)| p)
-        .filter(|p| !p.is_empty())
-}
-
-fn depth(path: &str) -> usize {
-    path.matches('/').count()
-}
-
-/// Turns a transaction into one multi, given the current state of every
-/// znode it touches and the directories above them (`nodes`, whose compares
-/// already hold). Every assumption the plan makes is guarded inside the
-/// multi — a version check, or a `create` that fails if the znode appeared —
-/// so it applies whole or not at all:
-///
-/// - each `Version` compare and each `Absent` compare on an existing
-///   (data-less) znode is a version check, first;
-/// - an `Absent` compare on a missing znode is guarded by creating and then
-///   deleting its topmost missing directory, unless the plan creates that
-///   directory anyway;
-/// - deletes, deepest first: a znode with children keeps them and loses its
-///   data; one without is deleted, and so is each directory above it that
-///   the delete leaves empty (down to the chroot);
-/// - puts: a data update at the version read, or a `create` of the key and
-///   of each missing directory above it.
-fn plan(txn: &Txn, chroot: &str, nodes: &HashMap<String, Option<Node>>) -> Vec<Planned> {
-    let mut state: HashMap<String, Node> = nodes
-        .iter()
-        .filter_map(|(p, n)| n.map(|n| (p.clone(), n)))
-        .collect();
-    let path_of = |key: &str| format!("{chroot}/{key}");
-    let mut guards = Vec::new();
-    let mut absent_missing = Vec::new();
-    for compare in &txn.compares {
-        match compare {
-            Compare::Version { key, version } => guards.push(Planned::Check {
-                path: path_of(key),
-                version: *version as i32,
-            }),
-            Compare::Absent { key } => {
-                let path = path_of(key);
-                match state.get(&path) {
-                    Some(n) => guards.push(Planned::Check {
-                        path,
-                        version: n.version,
-                    }),
-                    None => {
-                        let top = ancestors(&path)
-                            .chain([path.as_str()])
-                            .find(|p| !state.contains_key(*p))
-                            .unwrap_or(&path)
-                            .to_string();
-                        absent_missing.push(top);
-                    }
-                }
-            }
-        }
-    }
-
-    let puts: Vec<String> = txn
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Put { key, .. } => Some(path_of(key)),
-            Op::Delete { .. } => None,
-        })
-        .collect();
-    let mut deletes: Vec<String> = txn
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Delete { key } => Some(path_of(key)),
-            Op::Put { .. } => None,
-        })
-        .collect();
-    deletes.sort_by(|a, b| depth(b).cmp(&depth(a)).then_with(|| a.cmp(b)));
-    deletes.dedup();
-    let kept_for_a_put = |dir: &str| {
-        puts.iter()
-            .any(|p| p == dir || p.starts_with(&format!("{dir}/")))
-    };
-
-    let mut ops = Vec::new();
-    for path in &deletes {
-        let Some(node) = state.get(path).copied() else {
-            continue;
-        };
-        if !node.has_data {
-            continue;
-        }
-        if node.children > 0 {
-            ops.push(Planned::SetData {
-                path: path.clone(),
-                data: Vec::new(),
-                version: node.version,
-            });
-            state.insert(
-                path.clone(),
-                Node {
-                    version: node.version + 1,
-                    has_data: false,
-                    ..node
-                },
-            );
-            continue;
-        }
-        ops.push(Planned::Delete {
-            path: path.clone(),
-            version: node.version,
-        });
-        state.remove(path);
-        // Directories this leaves empty go too.
-        let mut up = parent(path);
-        while let Some(dir) = up {
-            let Some(d) = state.get_mut(dir) else { break };
-            d.children -= 1;
-            let removable =
-                dir.len() > chroot.len() && !d.has_data && d.children <= 0 && !kept_for_a_put(dir);
-            if !removable {
-                break;
-            }
-            ops.push(Planned::Delete {
-                path: dir.to_string(),
-                version: d.version,
-            });
-            state.remove(dir);
-            up = parent(dir);
-        }
-    }
-
-    let mut created = BTreeSet::new();
-    for op in &txn.ops {
-        let Op::Put { key, value } = op else { continue };
-        let path = path_of(key);
-        if let Some(node) = state.get_mut(&path) {
-            ops.push(Planned::SetData {
-                path: path.clone(),
-                data: value.clone(),
-                version: node.version,
-            });
-            node.version += 1;
-            node.has_data = !value.is_empty();
-            continue;
-        }
-        for dir in ancestors(&path).chain([path.as_str()]) {
-            if state.contains_key(dir) {
-                continue;
-            }
-            let data = if dir == path {
-                value.clone()
-            } else {
-                Vec::new()
-            };
-            ops.push(Planned::Create {
-                path: dir.to_string(),
-                data,
-            });
-            created.insert(dir.to_string());
-            if let Some(p) = parent(dir).and_then(|p| state.get_mut(p)) {
-                p.children += 1;
-            }
-            state.insert(
-                dir.to_string(),
-                Node {
-                    version: 0,
-                    has_data: dir == path && !value.is_empty(),
-                    children: 0,
-                },
-            );
-        }
-    }
-
-    absent_missing.sort();
-    absent_missing.dedup();
-    for top in absent_missing {
-        if !created.contains(&top) {
-            guards.push(Planned::Create {
-                path: top.clone(),
-                data: Vec::new(),
-            });
-            guards.push(Planned::Delete {
-                path: top,
-                version: 0,
-            });
-        }
-    }
-    guards.extend(ops);
-    guards
-}
-
-/// Refuses a multi the server would drop the connection over, naming the
-/// biggest value's key.
-fn check_size(plan: &[Planned], chroot: &str) -> Result<()> {
-    let total: usize = plan.iter().map(Planned::size).sum();
-    match plan.iter().max_by_key(|op| op.size()) {
-        Some(biggest) if total > MAX_REQUEST_BYTES => {
-            let path = biggest.path();
-            let key = path
-                .get(chroot.len() + 1..)
-                .unwrap_or(path.trim_start_matches('/'));
-            Err(too_big(key, total))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn too_big(key: &str, size: usize) -> Error {
-    Error::bad_key(
-        key,
-        format!(
-            "this change is {size} bytes, more than ZooKeeper takes in one request \
-             (jute.maxbuffer, {MAX_PACKET} bytes by default); keep documents well under 1 MiB"
-        ),
-    )
 }
 
 impl Store for ZooKeeperStore {
@@ -1347,96 +1076,6 @@ impl ChangeFeed for ZkFeed {
     }
 }
 
-/// A job for the runtime thread.
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The thread that runs the client's tasks (its sessions, our watch and
-/// lock tasks) on a single-threaded executor.
-struct Runtime {
-    jobs: mpsc::UnboundedSender<Job>,
-    thread: Option<JoinHandle<()>>,
-    /// Every session opened, to let each close when the runtime stops.
-    sessions: Arc<Mutex<Vec<zk::StateWatcher>>>,
-}
-
-/// Puts the client's own tasks (`asyncs::spawn`) on our executor.
-struct PoolSpawner(LocalSpawner);
-
-impl spawns_core::Spawn for PoolSpawner {
-    fn spawn(&self, task: spawns_core::Task) {
-        // Fails only while the executor shuts down, when the task is moot.
-        let _ = self.0.spawn_obj(FutureObj::new(task.future));
-    }
-}
-
-impl Runtime {
-    fn start() -> std::io::Result<Runtime> {
-        let (jobs, mut incoming) = mpsc::unbounded::<Job>();
-        let thread = thread::Builder::new()
-            .name("zookeeper".into())
-            .spawn(move || {
-                let mut pool = LocalPool::new();
-                let spawner = PoolSpawner(pool.spawner());
-                let _scope = spawns_core::enter(&spawner);
-                pool.run_until(async {
-                    while let Some(job) = incoming.next().await {
-                        let _ = spawner.0.spawn_obj(FutureObj::new(job));
-                    }
-                });
-            })?;
-        Ok(Runtime {
-            jobs,
-            thread: Some(thread),
-            sessions: Arc::default(),
-        })
-    }
-
-    /// Runs `job` on the runtime thread and waits for its result until
-    /// `deadline`; `None` when it is not done by then (it goes on, unheard).
-    fn run<T: Send + 'static>(
-        &self,
-        deadline: Instant,
-        job: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
-        let (tx, rx) = std_mpsc::sync_channel(1);
-        self.spawn(async move {
-            let _ = tx.send(job.await);
-        });
-        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .ok()
-    }
-
-    /// Starts `job` on the runtime thread.
-    fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
-        let _ = self.jobs.unbounded_send(Box::pin(job));
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        // Sessions whose clients are gone send their close now: give them a
-        // moment, so the server forgets them (and their ephemeral znodes)
-        // at once rather than at session expiry.
-        let sessions = std::mem::take(&mut *self.sessions.lock().expect("sessions lock"));
-        if !sessions.is_empty() {
-            self.run(Instant::now() + CLOSE_WAIT, async move {
-                for mut session in sessions {
-                    while matches!(
-                        session.peek_state(),
-                        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly
-                    ) {
-                        session.changed().await;
-                    }
-                }
-            });
-        }
-        self.jobs.close_channel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1447,263 +1086,6 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| vars.get(name).cloned()
-    }
-
-    fn node(version: i32, has_data: bool, children: i32) -> Option<Node> {
-        Some(Node {
-            version,
-            has_data,
-            children,
-        })
-    }
-
-    fn nodes(list: &[(&str, Option<Node>)]) -> HashMap<String, Option<Node>> {
-        list.iter().map(|(p, n)| (p.to_string(), *n)).collect()
-    }
-
-    fn put(key: &str, value: &str) -> Op {
-        Op::Put {
-            key: key.into(),
-            value: value.as_bytes().to_vec(),
-        }
-    }
-
-    #[test]
-    fn ancestors_and_parents_of_paths() {
-        assert_eq!(ancestors("/a/b/c").collect::<Vec<_>>(), ["/a", "/a/b"]);
-        assert_eq!(ancestors("/a").count(), 0);
-        assert_eq!(parent("/a/b"), Some("/a"));
-        assert_eq!(parent("/a"), None);
-    }
-
-    #[test]
-    fn a_put_updates_at_the_version_read_or_creates_missing_directories() {
-        let txn = Txn {
-            compares: vec![
-                Compare::Version {
-                    key: "p/d".into(),
-                    version: 3,
-                },
-                Compare::Absent {
-                    key: "p/c/web/x".into(),
-                },
-            ],
-            ops: vec![put("p/d", "1"), put("p/c/web/x", "2")],
-        };
-        let state = nodes(&[
-            ("/p", node(0, false, 1)),
-            ("/p/d", node(3, true, 0)),
-            ("/p/c", None),
-            ("/p/c/web", None),
-            ("/p/c/web/x", None),
-        ]);
-        assert_eq!(
-            plan(&txn, "", &state),
-            vec![
-                Planned::Check {
-                    path: "/p/d".into(),
-                    version: 3
-                },
-                Planned::SetData {
-                    path: "/p/d".into(),
-                    data: b"1".to_vec(),
-                    version: 3
-                },
-                Planned::Create {
-                    path: "/p/c".into(),
-                    data: vec![]
-                },
-                Planned::Create {
-                    path: "/p/c/web".into(),
-                    data: vec![]
-                },
-                Planned::Create {
-                    path: "/p/c/web/x".into(),
-                    data: b"2".to_vec()
-                },
-            ],
-            "the creates guard the absent key: no extra guard"
-        );
-    }
-
-    #[test]
-    fn an_absent_key_that_is_not_written_is_guarded_by_create_and_delete() {
-        let txn = Txn {
-            compares: vec![
-                Compare::Absent {
-                    key: "p/r/web".into(),
-                },
-                Compare::Absent { key: "p/e".into() },
-            ],
-            ops: vec![put("p/d", "1")],
-        };
-        let state = nodes(&[
-            ("/z", node(0, false, 1)),
-            ("/z/p", node(0, false, 2)),
-            ("/z/p/d", None),
-            ("/z/p/r", None),
-            ("/z/p/r/web", None),
-            ("/z/p/e", node(4, false, 1)),
-        ]);
-        let planned = plan(&txn, "/z", &state);
-        assert_eq!(
-            planned,
-            vec![
-                Planned::Check {
-                    path: "/z/p/e".into(),
-                    version: 4
-                },
-                Planned::Create {
-                    path: "/z/p/r".into(),
-                    data: vec![]
-                },
-                Planned::Delete {
-                    path: "/z/p/r".into(),
-                    version: 0
-                },
-                Planned::Create {
-                    path: "/z/p/d".into(),
-                    data: b"1".to_vec()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn deleting_a_key_with_children_keeps_them_and_empty_directories_go() {
-        // p/a has sub-keys: its value is emptied. p/n/x/y is the last key
-        // under p/n/x and p/n: both directories go, p stays (it holds p/a).
-        let txn = Txn {
-            compares: vec![],
-            ops: vec![
-                Op::Delete { key: "p/a".into() },
-                Op::Delete {
-                    key: "p/n/x/y".into(),
-                },
-            ],
-        };
-        let state = nodes(&[
-            ("/p", node(0, false, 2)),
-            ("/p/a", node(2, true, 1)),
-            ("/p/n", node(0, false, 1)),
-            ("/p/n/x", node(0, false, 1)),
-            ("/p/n/x/y", node(7, true, 0)),
-        ]);
-        assert_eq!(
-            plan(&txn, "", &state),
-            vec![
-                Planned::Delete {
-                    path: "/p/n/x/y".into(),
-                    version: 7
-                },
-                Planned::Delete {
-                    path: "/p/n/x".into(),
-                    version: 0
-                },
-                Planned::Delete {
-                    path: "/p/n".into(),
-                    version: 0
-                },
-                Planned::SetData {
-                    path: "/p/a".into(),
-                    data: vec![],
-                    version: 2
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn a_document_replacing_its_sub_keys_keeps_its_own_znode() {
-        // update() folds p/d from p/d/state and writes p/d whole.
-        let txn = Txn {
-            compares: vec![
-                Compare::Version {
-                    key: "p/d/state".into(),
-                    version: 0,
-                },
-                Compare::Absent { key: "p/d".into() },
-            ],
-            ops: vec![
-                Op::Delete {
-                    key: "p/d/state".into(),
-                },
-                put("p/d", "{}"),
-            ],
-        };
-        let state = nodes(&[
-            ("/p", node(0, false, 1)),
-            ("/p/d", node(0, false, 1)),
-            ("/p/d/state", node(0, true, 0)),
-        ]);
-        assert_eq!(
-            plan(&txn, "", &state),
-            vec![
-                Planned::Check {
-                    path: "/p/d/state".into(),
-                    version: 0
-                },
-                Planned::Check {
-                    path: "/p/d".into(),
-                    version: 0
-                },
-                Planned::Delete {
-                    path: "/p/d/state".into(),
-                    version: 0
-                },
-                Planned::SetData {
-                    path: "/p/d".into(),
-                    data: b"{}".to_vec(),
-                    version: 0
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn the_chroot_is_created_but_never_removed() {
-        let txn = Txn {
-            compares: vec![],
-            ops: vec![Op::Delete { key: "p".into() }],
-        };
-        let state = nodes(&[("/z", node(0, false, 1)), ("/z/p", node(1, true, 0))]);
-        assert_eq!(
-            plan(&txn, "/z", &state),
-            vec![Planned::Delete {
-                path: "/z/p".into(),
-                version: 1
-            }]
-        );
-        let txn = Txn {
-            compares: vec![],
-            ops: vec![put("p", "1")],
-        };
-        let state = nodes(&[("/y", None), ("/y/z", None), ("/y/z/p", None)]);
-        let paths: Vec<String> = plan(&txn, "/y/z", &state)
-            .iter()
-            .map(|op| op.path().to_string())
-            .collect();
-        assert_eq!(paths, ["/y", "/y/z", "/y/z/p"]);
-    }
-
-    #[test]
-    fn oversized_changes_are_refused_naming_the_key() {
-        let plan = vec![Planned::SetData {
-            path: "/p/big".into(),
-            data: vec![b'x'; 2 << 20],
-            version: 0,
-        }];
-        let err = check_size(&plan, "").unwrap_err();
-        assert_eq!(err.exit_code(), 65);
-        assert!(err.to_string().contains("p/big"), "{err}");
-        assert!(check_size(
-            &[Planned::Check {
-                path: "/p".into(),
-                version: 0
-            }],
-            ""
-        )
-        .is_ok());
     }
 
     #[test]
