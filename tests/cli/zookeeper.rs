@@ -459,6 +459,38 @@ fn a_second_lock_is_refused_naming_the_holder_and_a_held_lock_outlives_its_ttl()
     again.check().unwrap();
 }
 
+#[test]
+fn takers_racing_for_a_free_lock_get_one_holder() {
+    let h = Harness::new(Backend::ZooKeeper);
+    for round in 0..3 {
+        let name = format!("convergent/locks/race-{round}");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let takers: Vec<_> = (0..4)
+            .map(|i| {
+                let (url, name, start) = (h.store_url.clone(), name.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let store = open(&url);
+                    start.wait();
+                    let taken = store.lock(&name, Duration::from_secs(5), &format!("taker {i}"));
+                    // Hold on until every taker has tried.
+                    std::thread::sleep(Duration::from_millis(1500));
+                    taken.map(|_| ()).map_err(|e| e.exit_code())
+                })
+            })
+            .collect();
+        let results: Vec<_> = takers.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        assert!(
+            results.iter().all(|r| matches!(r, Ok(()) | Err(75))),
+            "{results:?}"
+        );
+    }
+}
+
 /// Not a test of its own: the lock holder that
 /// [`a_lock_of_a_killed_process_is_released_when_its_session_expires`] runs
 /// as a separate process (this test binary, re-run for this one test) and

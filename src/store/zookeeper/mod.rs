@@ -733,22 +733,34 @@ impl Store for ZooKeeperStore {
     /// TTL: an ephemeral sequential znode `lock-N` in the lock's znode,
     /// holding `holder`; the lowest sequence holds the lock. One that is
     /// not the lowest is deleted again at once (this call never waits), and
-    /// the lowest's holder is named. A holder that dies stops its session's
+    /// the lowest's holder is named; so is the holder of a lock that a
+    /// first look finds held. A holder that dies stops its session's
     /// pings, and the server deletes its znode when the session expires.
     fn lock(&self, name: &str, ttl: Duration, holder: &str) -> Result<Box<dyn HeldLock>> {
         let conn = Arc::clone(&self.conn);
         let (name_owned, holder) = (name.to_string(), holder.as_bytes().to_vec());
         let taken = self.run("taking the lock", async move {
             let dir = conn.path(&name_owned);
-            let client = conn
-                .open_session(ttl)
-                .await
-                .map_err(|e| conn.error(Fault::new(e, &name_owned)))?;
             let fault = |e| conn.error(Fault::new(e, &name_owned));
-            client
-                .mkdir(&dir, &zk::CreateMode::Persistent.with_acls(conn.acls()))
-                .await
-                .map_err(fault)?;
+            // A look on the store's own session first: a held lock is
+            // refused without a session of its own or any write (callers
+            // waiting for a lock try again and again).
+            let session = conn.client().await.map_err(fault)?;
+            let dir_exists = match session.list_children(&dir).await {
+                Ok(children) => match lowest_lock(&children) {
+                    Some(lowest) => return Ok(Err(holder_of(&session, &dir, lowest).await)),
+                    None => true,
+                },
+                Err(zk::Error::NoNode) => false,
+                Err(e) => return Err(fault(e)),
+            };
+            let client = conn.open_session(ttl).await.map_err(fault)?;
+            if !dir_exists {
+                client
+                    .mkdir(&dir, &zk::CreateMode::Persistent.with_acls(conn.acls()))
+                    .await
+                    .map_err(fault)?;
+            }
             let (_, sequence) = client
                 .create(
                     &format!("{dir}/{LOCK_PREFIX}"),
@@ -763,17 +775,10 @@ impl Store for ZooKeeperStore {
             if lowest == ours {
                 return Ok(Ok((client, format!("{dir}/{ours}"))));
             }
+            // Someone came first: ours goes, and with the session anything
+            // else of ours would.
             let _ = client.delete(&format!("{dir}/{ours}"), None).await;
-            let holder = match client.get_data(&format!("{dir}/{lowest}")).await {
-                Ok((data, _)) if !data.is_empty() => String::from_utf8_lossy(&data).into_owned(),
-                Ok(_) => "another process".into(),
-                Err(zk::Error::NoNode) => {
-                    "another process (the lock was released meanwhile; try again)".into()
-                }
-                Err(_) => format!("another process ({lowest})"),
-            };
-            // Dropping the client closes the session: nothing of ours stays.
-            Ok(Err(holder))
+            Ok(Err(holder_of(&client, &dir, &lowest).await))
         })?;
         let (client, path) = taken.map_err(|holder| Error::LockHeld {
             name: name.to_string(),
@@ -820,6 +825,18 @@ impl Drop for ZooKeeperStore {
         // The last client of a session gone, the session closes (the
         // runtime gives it a moment when it stops).
         self.conn.current.lock().expect("client lock").take();
+    }
+}
+
+/// What the holder of lock znode `lowest` in `dir` says of itself.
+async fn holder_of(client: &zk::Client, dir: &str, lowest: &str) -> String {
+    match client.get_data(&format!("{dir}/{lowest}")).await {
+        Ok((data, _)) if !data.is_empty() => String::from_utf8_lossy(&data).into_owned(),
+        Ok(_) => "another process".into(),
+        Err(zk::Error::NoNode) => {
+            "another process (the lock was released meanwhile; try again)".into()
+        }
+        Err(_) => format!("another process ({lowest})"),
     }
 }
 
