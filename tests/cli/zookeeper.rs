@@ -397,6 +397,60 @@ fn deletes_keep_sub_keys_and_leave_no_empty_znodes() {
 }
 
 #[test]
+fn compare_and_set_follows_znode_data_versions() {
+    use store::TxnOutcome::{Committed, Conflict};
+    let h = Harness::new(Backend::ZooKeeper);
+    let store = open(&h.store_url);
+    let committed = |outcome: store::TxnOutcome| matches!(outcome, Committed { .. });
+    // A new znode is at data version 0, a valid version to compare with.
+    assert!(committed(
+        store.compare_and_put("p/k", None, b"1".to_vec()).unwrap()
+    ));
+    assert_eq!(store.get("p/k").unwrap().unwrap().version, 0);
+    assert_eq!(
+        store.compare_and_put("p/k", None, b"2".to_vec()).unwrap(),
+        Conflict
+    );
+    assert!(committed(
+        store
+            .compare_and_put("p/k", Some(0), b"2".to_vec())
+            .unwrap()
+    ));
+    assert_eq!(
+        store
+            .compare_and_put("p/k", Some(0), b"3".to_vec())
+            .unwrap(),
+        Conflict
+    );
+    assert_eq!(store.get("p/k").unwrap().unwrap().value, b"2");
+    // A key with sub-keys but no value of its own is absent.
+    assert!(committed(
+        store
+            .compare_and_put("p/d/sub", None, b"1".to_vec())
+            .unwrap()
+    ));
+    assert_eq!(store.get("p/d").unwrap(), None);
+    assert!(committed(
+        store.compare_and_put("p/d", None, b"{}".to_vec()).unwrap()
+    ));
+    let d = store.get("p/d").unwrap().unwrap();
+    assert!(committed(
+        store.compare_and_delete("p/d", d.version).unwrap()
+    ));
+    let (entries, _) = store.read_tree("p/d").unwrap();
+    assert_eq!(entries.len(), 1, "the sub-key stays: {entries:?}");
+    // Deleted, a key is absent again.
+    assert!(committed(store.compare_and_delete("p/k", 1).unwrap()));
+    assert_eq!(store.get("p/k").unwrap(), None);
+    assert_eq!(
+        store
+            .compare_and_put("p/k", Some(1), b"4".to_vec())
+            .unwrap(),
+        Conflict
+    );
+}
+
+#[test]
 fn concurrent_sets_on_a_document_kept_as_sub_keys_lose_no_update() {
     let h = Harness::with_fixture(Backend::ZooKeeper);
     h.put_raw("convergent/clusters/db/desired/tuning/cache_mb", b"512");
