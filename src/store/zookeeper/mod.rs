@@ -343,10 +343,9 @@ impl Connection {
             connector = connector.with_auth("digest", d.secret.as_bytes());
         }
         let client = connector.connect(&self.servers).await?;
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .push(client.state_watcher());
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        sessions.retain(|s| !s.peek_state().is_terminated());
+        sessions.push(client.state_watcher());
         Ok(client)
     }
 
