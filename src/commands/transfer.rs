@@ -103,21 +103,18 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
         });
     }
     // One transaction where the store allows (the file store always does);
-    // past a store's limits, several. A document no transaction can hold is
-    // refused before the first is sent, so that nothing is half-imported.
+    // past a store's limits, several — after checking that each document
+    // fits in one, so a refusal writes nothing.
     let limits = store.txn_limits();
-    if let Some(max) = limits.max_bytes {
-        if let Some(op) = ops.iter().find(|op| op.size() > max) {
-            return Err(Error::bad_key(
-                op.key(),
-                format!(
-                    "the document is {} bytes; {} takes at most {max} bytes in one \
-                     transaction, so nothing was imported",
-                    op.size(),
-                    store.describe()
-                ),
-            ));
-        }
+    if let Some(op) = limits.oversized(&ops) {
+        return Err(Error::bad_key(
+            op.key(),
+            format!(
+                "this document is {} bytes, more than {} takes in one transaction; nothing was imported",
+                op.size(),
+                store.describe()
+            ),
+        ));
     }
     for ops in limits.split(ops) {
         match store.commit(&Txn {

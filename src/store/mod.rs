@@ -13,11 +13,13 @@ mod feed;
 mod file;
 pub mod http;
 mod url;
+mod zookeeper;
 
 pub use consul::ConsulStore;
 pub use etcd::EtcdStore;
 pub use file::FileStore;
 pub use url::StoreUrl;
+pub use zookeeper::ZooKeeperStore;
 
 use std::fmt;
 use std::time::Duration;
@@ -127,6 +129,12 @@ impl Op {
 }
 
 impl TxnLimits {
+    /// The first operation too big for any transaction on its own.
+    pub fn oversized<'o>(&self, ops: &'o [Op]) -> Option<&'o Op> {
+        let max = self.max_bytes?;
+        ops.iter().find(|op| op.size() > max)
+    }
+
     /// Splits unconditional operations into transactions within the limits,
     /// puts before deletes: a reader between two of them then sees a new
     /// document with stale sub-keys still laid over it, never a missing one.
@@ -287,16 +295,13 @@ pub struct StoreOptions {
 
 /// Opens the store the URL names. Network backends read their credentials
 /// and TLS files from their own environment variables (`CONSUL_*`,
-/// `ETCDCTL_*`) through `env`.
+/// `ETCDCTL_*`, `CONVERGENT_ZK_AUTH`) through `env`.
 pub fn open(url: &StoreUrl, options: &StoreOptions, env: Env) -> Result<Box<dyn Store>> {
     match url {
         StoreUrl::File { path } => Ok(Box::new(FileStore::new(path.clone(), options.timeout))),
         StoreUrl::Etcd { .. } => Ok(Box::new(EtcdStore::open(url, options, env)?)),
         StoreUrl::Consul { .. } => Ok(Box::new(ConsulStore::open(url, options, env)?)),
-        StoreUrl::ZooKeeper { .. } => Err(Error::config(
-            "store URL",
-            format!("{url}: the ZooKeeper backend is not available in this build yet"),
-        )),
+        StoreUrl::ZooKeeper { .. } => Ok(Box::new(ZooKeeperStore::open(url, options, env)?)),
     }
 }
 
@@ -353,5 +358,17 @@ mod tests {
             .iter()
             .all(|c| !(c.iter().any(|o| matches!(o, Op::Put { .. }))
                 && c.iter().any(|o| matches!(o, Op::Delete { .. })))));
+    }
+
+    #[test]
+    fn an_operation_bigger_than_a_whole_transaction_is_found() {
+        let limits = TxnLimits {
+            max_ops: Some(4),
+            max_bytes: Some(100),
+        };
+        let ops = vec![put("a", 10), put("big", 200), put("b", 10)];
+        assert_eq!(limits.oversized(&ops).map(Op::key), Some("big"));
+        assert_eq!(limits.oversized(&ops[..1]), None);
+        assert_eq!(TxnLimits::default().oversized(&ops), None);
     }
 }

@@ -20,3 +20,4 @@ mod stores;
 mod transfer;
 mod validate;
 mod watch;
+mod zookeeper;

@@ -10,7 +10,12 @@ fn before_source(text: &str) -> &str {
 
 #[test]
 fn attributes_are_byte_identical_on_every_store() {
-    let mut backends = vec![Backend::File, Backend::Etcd, Backend::ConsulDouble];
+    let mut backends = vec![
+        Backend::File,
+        Backend::Etcd,
+        Backend::ZooKeeper,
+        Backend::ConsulDouble,
+    ];
     if consul_agent::configured() {
         backends.push(Backend::Consul);
     } else {

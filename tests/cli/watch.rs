@@ -64,6 +64,13 @@ fn runs_once_per_change_and_not_for_changes_that_do_not_touch_the_node(backend: 
     // not released for.
     h.ok(&["set", "--cluster", "db", "version=5.1"]);
     h.ok(&["set", "--cluster", "web", "--node", "web-02", "state=off"]);
+    // The agent looks at them and runs nothing (waited for, so that the
+    // next change is not seen in the same look).
+    assert!(
+        eventually(WAIT, || agent.log().contains("nothing to do")),
+        "log:\n{}",
+        agent.log()
+    );
     // Then one that does; the runs file shows nothing happened in between.
     h.ok(&["set", "--cluster", "web", "--node", "web-01", "state=off"]);
     let second = generation(&h, "web-01");
@@ -79,7 +86,6 @@ fn runs_once_per_change_and_not_for_changes_that_do_not_touch_the_node(backend: 
             format!("{second} off file-ok")
         ]
     );
-    assert!(agent.log().contains("nothing to do"), "{}", agent.log());
 
     let status = agent.terminate().expect("exits on SIGTERM");
     assert!(status.success(), "{status:?}; log:\n{}", agent.log());

@@ -9,6 +9,7 @@ pub mod consul_double;
 pub mod etcd;
 pub mod proxy;
 pub mod simulation;
+pub mod zookeeper;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub enum Backend {
     ConsulDouble,
     /// A real `consul agent -dev`, when `CONVERGENT_TEST_CONSUL_BIN` names one.
     Consul,
+    /// A real standalone ZooKeeper started for the test.
+    ZooKeeper,
 }
 
 impl Backend {
@@ -45,6 +48,7 @@ impl Backend {
             Backend::File => "file",
             Backend::Etcd => "etcd",
             Backend::ConsulDouble | Backend::Consul => "consul",
+            Backend::ZooKeeper => "zookeeper",
         }
     }
 }
@@ -91,6 +95,10 @@ impl Harness {
                     Some(Box::new(agent)),
                 )
             }
+            Backend::ZooKeeper => {
+                let server = zookeeper::ZooKeeperServer::start();
+                (format!("zk://{}", server.address()), Some(Box::new(server)))
+            }
         };
         Harness {
             dir,
@@ -128,6 +136,14 @@ impl Harness {
             .expect("a Consul double harness")
     }
 
+    /// The ZooKeeper server behind a ZooKeeper harness.
+    pub fn zookeeper(&mut self) -> &mut zookeeper::ZooKeeperServer {
+        self.server
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<zookeeper::ZooKeeperServer>())
+            .expect("a ZooKeeper harness")
+    }
+
     /// A store holding the bundled fixture view.
     pub fn with_fixture(backend: Backend) -> Harness {
         let h = Harness::new(backend);
@@ -144,7 +160,7 @@ impl Harness {
     /// `convergent` makes: how a hand edit or another tool would.
     pub fn put_document(&self, key: &str, doc: Value) {
         match self.backend {
-            Backend::Etcd | Backend::ConsulDouble | Backend::Consul => {
+            Backend::Etcd | Backend::ConsulDouble | Backend::Consul | Backend::ZooKeeper => {
                 self.put_raw(key, serde_json::to_vec(&doc).unwrap().as_slice())
             }
             Backend::File => {
@@ -165,8 +181,8 @@ impl Harness {
         }
     }
 
-    /// Writes raw bytes at a key of a network store, as `etcdctl put` or
-    /// `consul kv put` would: no checks at all.
+    /// Writes raw bytes at a key of a network store, as `etcdctl put`,
+    /// `consul kv put` or a ZooKeeper client would: no checks at all.
     pub fn put_raw(&self, key: &str, value: &[u8]) {
         let address = self
             .store_url
@@ -184,6 +200,7 @@ impl Harness {
                     .expect("consul put");
                 assert_eq!(response.body_mut().read_to_string().unwrap().trim(), "true");
             }
+            Backend::ZooKeeper => zookeeper::put(&self.store_url, key, value),
             Backend::File => panic!("a file store holds typed YAML, not raw bytes"),
         }
     }
@@ -408,9 +425,9 @@ pub fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
 
 /// Instantiates test bodies `fn name(backend: Backend)` once per backend:
 /// the file store, a real etcd, the Consul double, and a real Consul agent
-/// (which skips, saying so, unless `CONVERGENT_TEST_CONSUL_BIN` is set).
-/// Each instance is `MODULE::BACKEND::NAME`, so `cargo test consul_double`
-/// runs the suite on the double alone.
+/// (which skips, saying so, unless `CONVERGENT_TEST_CONSUL_BIN` is set),
+/// and a real ZooKeeper. Each instance is `MODULE::BACKEND::NAME`, so
+/// `cargo test consul_double` runs the suite on the double alone.
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod file_store {
@@ -449,6 +466,14 @@ macro_rules! store_suite {
                         return;
                     }
                     super::$name($crate::support::Backend::Consul);
+                }
+            )*
+        }
+        mod zookeeper_store {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::support::Backend::ZooKeeper);
                 }
             )*
         }
