@@ -17,6 +17,7 @@ use crate::output::{self, columns, Format};
 use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
 use crate::rollout::plan::Plan;
 use crate::rollout::state::Direction;
+use crate::store::Store;
 
 /// Runs `rollout …`.
 pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
@@ -29,19 +30,12 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
         RolloutCommand::Rollback(a) => {
             check_name(NameKind::Cluster, &a.cluster).map_err(Error::BadName)?;
             let store = ctx.open_store()?;
-            let mut observer = observer_for(ctx);
-            let stop = stop_on_signals()?;
-            let mut orchestrator = Orchestrator::new(
-                store.as_ref(),
-                ctx.layout(),
-                actor(ctx.env),
-                // A forward orchestrator still running needs a turn to see
-                // the rollback and let go of the plan's lock.
-                run_options(ctx, &a.options, true),
-                observer.as_mut(),
-                stop,
-            );
-            orchestrator.rollback(&a.cluster, a.all_at_once)
+            // A forward orchestrator still running needs a turn to see the
+            // rollback and let go of the plan's lock.
+            let options = run_options(ctx, &a.options, true);
+            orchestrate(ctx, store.as_ref(), options, |o| {
+                o.rollback(&a.cluster, a.all_at_once)
+            })
         }
     }
 }
@@ -109,17 +103,28 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
             format => output::print(&output::render(&previews, format)),
         };
     }
+    orchestrate(ctx, store.as_ref(), options, |o| o.run(&plan))
+}
+
+/// Runs `job` with an orchestrator that reports progress the way the
+/// format and the terminal ask, and stops between turns on SIGTERM/SIGINT.
+fn orchestrate(
+    ctx: &Context,
+    store: &dyn Store,
+    options: RunOptions,
+    job: impl FnOnce(&mut Orchestrator) -> Result<()>,
+) -> Result<()> {
     let mut observer = observer_for(ctx);
     let stop = stop_on_signals()?;
     let mut orchestrator = Orchestrator::new(
-        store.as_ref(),
+        store,
         ctx.layout(),
         actor(ctx.env),
         options,
         observer.as_mut(),
         stop,
     );
-    orchestrator.run(&plan)
+    job(&mut orchestrator)
 }
 
 fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<()> {

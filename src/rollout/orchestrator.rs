@@ -171,6 +171,17 @@ impl<'a> Orchestrator<'a> {
         self.observer.notify(&progress);
     }
 
+    /// The cluster's fleet as it is now: one read of the store.
+    fn fleet(&self, cluster: &str) -> Result<Fleet> {
+        Fleet::read(
+            self.store,
+            &self.layout,
+            cluster,
+            self.options.member_ttl,
+            SystemTime::now(),
+        )
+    }
+
     /// Waits one poll interval; false when a signal asked to stop.
     fn pause_a_moment(&self) -> bool {
         let until = Instant::now() + self.options.poll;
@@ -368,13 +379,7 @@ impl<'a> Orchestrator<'a> {
         direction: Direction,
         gate_open_since: &mut Option<Instant>,
     ) -> Result<Turn> {
-        let fleet = Fleet::read(
-            self.store,
-            &self.layout,
-            cluster,
-            self.options.member_ttl,
-            SystemTime::now(),
-        )?;
+        let fleet = self.fleet(cluster)?;
         let state = match self.current(&fleet, cluster, id, direction)? {
             Ok(state) => state,
             Err(stopped) => return Ok(Turn::End(stopped)),
@@ -567,13 +572,7 @@ impl<'a> Orchestrator<'a> {
             docs[3] = Some(progress_doc);
             Ok(Some(docs))
         })?;
-        let fleet = Fleet::read(
-            self.store,
-            &self.layout,
-            cluster,
-            self.options.member_ttl,
-            SystemTime::now(),
-        )?;
+        let fleet = self.fleet(cluster)?;
         Ok(fleet.batch_members().len())
     }
 
