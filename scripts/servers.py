@@ -171,12 +171,17 @@ class ZooKeeper:
         self.address = f"127.0.0.1:{self.port}"
 
     def __enter__(self):
-        def ruok():
+        # `ruok` answers before the server serves; `srvr` names its mode
+        # only once it does.
+        def serving():
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"ruok")
-                return s.recv(4) == b"imok"
+                s.sendall(b"srvr")
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+                return b"Mode:" in answer
 
-        wait_until(ruok, 60, "zookeeper")
+        wait_until(serving, 60, "zookeeper")
         return self
 
     def __exit__(self, *exc):
