@@ -76,6 +76,16 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// An environment holding just `vars`, for unit tests.
+#[cfg(test)]
+pub fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
 impl Settings {
     /// Layers flags over the environment over the config file over defaults.
     pub fn load(args: &GlobalArgs, env: Env) -> Result<Settings> {
@@ -271,14 +281,9 @@ fn read_config_file(flag: Option<&Path>, env: Env) -> Result<(ConfigFile, Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn load(args: GlobalArgs, vars: &[(&str, &str)]) -> Result<Settings> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::load(&args, &|name| vars.get(name).cloned())
+        Settings::load(&args, &env_of(vars))
     }
 
     fn config_file(text: &str) -> (tempfile::TempDir, String) {

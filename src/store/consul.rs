@@ -1174,15 +1174,7 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| vars.get(name).cloned()
-    }
+    use crate::config::env_of;
 
     fn base(url: &str, vars: &[(&str, &str)]) -> Result<(String, String)> {
         let url: StoreUrl = url.parse().unwrap();

@@ -1095,14 +1095,7 @@ impl ChangeFeed for ZkFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| vars.get(name).cloned()
-    }
+    use crate::config::env_of;
 
     #[test]
     fn the_lowest_sequence_holds_the_lock() {
