@@ -79,7 +79,16 @@ fn a_large_view_is_imported_in_several_transactions_and_exported_whole(backend: 
 /// to them, not for other clusters, and a burst is one wake-up. Returns the
 /// store and the feed for backend-specific checks.
 pub fn the_feed_sees_watched_changes_only(h: &Harness) -> (Box<dyn Store>, Box<dyn ChangeFeed>) {
-    let store = open_store(&h.store_url);
+    the_feed_sees_watched_changes_only_at(h, &h.store_url)
+}
+
+/// The same, through a store opened at `store_url` (the harness's store
+/// with options of the test's own).
+pub fn the_feed_sees_watched_changes_only_at(
+    h: &Harness,
+    store_url: &str,
+) -> (Box<dyn Store>, Box<dyn ChangeFeed>) {
+    let store = open_store(store_url);
     let mut feed = store
         .watch(&[
             "convergent/clusters/web/desired".into(),

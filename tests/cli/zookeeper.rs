@@ -8,23 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use convergent::store::{self, ChangeFeed, HeldLock, Store, StoreOptions, StoreUrl};
+use convergent::store::{self, ChangeFeed, HeldLock};
 
 use crate::support::etcd::free_port;
 use crate::support::zookeeper;
-use crate::support::{assert_refused, eventually, fixture, stderr, stdout, Backend, Harness};
-
-fn open(url: &str) -> Box<dyn Store> {
-    let url: StoreUrl = url.parse().unwrap();
-    store::open(
-        &url,
-        &StoreOptions {
-            timeout: Duration::from_secs(5),
-        },
-        &|_| None,
-    )
-    .unwrap()
-}
+use crate::support::{
+    assert_refused, eventually, fixture, open_store, stderr, stdout, Backend, Harness,
+};
 
 /// `attributes` for a node, and how many requests the harness's server
 /// received meanwhile (the `srvr` asking is one). A long `--timeout` keeps
@@ -49,7 +39,7 @@ fn attributes_is_one_multi_read_that_does_not_grow_with_the_fleet() {
     let mut h = Harness::with_fixture(Backend::ZooKeeper);
     h.ok(&["set", "--cluster", "web", "version=2.4.2"]);
     // The zxid of a change, as the server reports it for the write.
-    let store = open(&h.store_url);
+    let store = open_store(&h.store_url);
     let key = "convergent/clusters/web/nodes/web-03";
     let version = store.get(key).unwrap().unwrap().version;
     let Ok(store::TxnOutcome::Committed {
@@ -334,7 +324,7 @@ fn values_too_big_for_zookeeper_are_refused_before_sending() {
     // server would drop the connection): not even a session is opened,
     // which would take a zxid.
     let zxid = h.zookeeper().counter("Zxid");
-    let store = open(&h.store_url);
+    let store = open_store(&h.store_url);
     let err = store
         .compare_and_put("convergent/clusters/web/desired", None, vec![b'x'; 2 << 20])
         .unwrap_err();
@@ -386,7 +376,7 @@ fn deletes_keep_sub_keys_and_leave_no_empty_znodes() {
     );
 
     // Deleting a key that has sub-keys empties it and keeps them.
-    let store = open(&h.store_url);
+    let store = open_store(&h.store_url);
     store
         .commit(&convergent::store::Txn {
             compares: vec![],
@@ -412,7 +402,7 @@ fn deletes_keep_sub_keys_and_leave_no_empty_znodes() {
 fn compare_and_set_follows_znode_data_versions() {
     use store::TxnOutcome::{Committed, Conflict};
     let h = Harness::new(Backend::ZooKeeper);
-    let store = open(&h.store_url);
+    let store = open_store(&h.store_url);
     let committed = |outcome: store::TxnOutcome| matches!(outcome, Committed { .. });
     // A new znode is at data version 0, a valid version to compare with.
     assert!(committed(
@@ -501,7 +491,7 @@ fn concurrent_sets_on_a_document_kept_as_sub_keys_lose_no_update() {
 #[test]
 fn a_second_lock_is_refused_naming_the_holder_and_a_held_lock_outlives_its_ttl() {
     let h = Harness::new(Backend::ZooKeeper);
-    let store = open(&h.store_url);
+    let store = open_store(&h.store_url);
     let name = "convergent/locks/rollout-web";
     let held = store
         .lock(
@@ -535,7 +525,7 @@ fn takers_racing_for_a_free_lock_get_one_holder() {
             .map(|i| {
                 let (url, name, start) = (h.store_url.clone(), name.clone(), start.clone());
                 std::thread::spawn(move || {
-                    let store = open(&url);
+                    let store = open_store(&url);
                     start.wait();
                     let taken = store.lock(&name, Duration::from_secs(5), &format!("taker {i}"));
                     // Hold on until every taker has tried.
@@ -570,7 +560,7 @@ fn lock_holder_process() {
     ) else {
         return;
     };
-    let store = open(&url);
+    let store = open_store(&url);
     let _held = store
         .lock(
             "convergent/locks/rollout-db",
@@ -599,7 +589,7 @@ fn a_lock_of_a_killed_process_is_released_when_its_session_expires() {
         eventually(Duration::from_secs(30), || ready.exists()),
         "the holder did not take the lock"
     );
-    let store = open(&h.store_url);
+    let store = open_store(&h.store_url);
     let take = || {
         store.lock(
             "convergent/locks/rollout-db",
@@ -643,7 +633,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn a_lock_is_lost_once_its_session_cannot_be_kept() {
     let mut h = Harness::new(Backend::ZooKeeper);
-    let store = open(&h.store_url);
+    let store = open_store(&h.store_url);
     let held = store
         .lock("convergent/locks/rollout-web", Duration::from_secs(2), "a")
         .unwrap();
@@ -660,37 +650,8 @@ fn a_lock_is_lost_once_its_session_cannot_be_kept() {
 fn the_change_feed_wakes_on_watched_changes_only_and_survives_the_server() {
     let mut h = Harness::with_fixture(Backend::ZooKeeper);
     // A short session, so that one cut off expires within the test.
-    let store = open(&format!("{}?session_timeout=2s", h.store_url));
-    let mut feed = store
-        .watch(&[
-            "convergent/clusters/web/desired".into(),
-            "convergent/clusters/web/nodes/web-01".into(),
-        ])
-        .unwrap();
-    assert!(
-        !feed.wait(Duration::from_millis(200)).unwrap(),
-        "nothing changed yet"
-    );
-    h.ok(&["set", "--cluster", "db", "version=5.1"]);
-    assert!(
-        !feed.wait(Duration::from_millis(500)).unwrap(),
-        "db is not watched"
-    );
-    h.ok(&[
-        "set",
-        "--cluster",
-        "web",
-        "--node",
-        "web-01",
-        "app.workers=3",
-    ]);
-    assert!(
-        feed.wait(Duration::from_secs(5)).unwrap(),
-        "a node override is watched"
-    );
-    // Sub-keys under a watched document count too.
-    h.put_raw("convergent/clusters/web/desired/flag", b"true");
-    assert!(feed.wait(Duration::from_secs(5)).unwrap());
+    let url = format!("{}?session_timeout=2s", h.store_url);
+    let (store, mut feed) = crate::store_api::the_feed_sees_watched_changes_only_at(&h, &url);
 
     // The server restarts: the session reconnects, and its watches with it.
     h.zookeeper().kill();

@@ -156,9 +156,7 @@ impl ConsulAgent {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        super::log_tail(&self.log_path())
     }
 
     /// Polls until the agent has a leader (and, with ACLs, takes the
@@ -227,10 +225,7 @@ impl ConsulAgent {
 
     /// Kills the agent at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::kill_now(&mut self.child);
     }
 
     /// SIGTERM (a graceful leave), then SIGKILL after five seconds.

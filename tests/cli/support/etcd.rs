@@ -342,17 +342,12 @@ impl EtcdServer {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        super::log_tail(&self.log_path())
     }
 
     /// Kills the member at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::kill_now(&mut self.child);
     }
 
     /// Starts a killed member again on the same ports and data.

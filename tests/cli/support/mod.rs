@@ -385,6 +385,21 @@ pub fn terminate(
     None
 }
 
+/// Kills a server process at once (SIGKILL), as a crash would, and reaps it.
+pub fn kill_now(child: &mut Option<std::process::Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last 20 lines of a server's log, for a message saying why it failed.
+pub fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
 /// Polls `condition` until it holds or `limit` passes; whether it held.
 pub fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;

@@ -174,17 +174,12 @@ impl ZooKeeperServer {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        super::log_tail(&self.log_path())
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::kill_now(&mut self.child);
     }
 
     /// Starts a killed server again on the same port and data, and waits
@@ -205,21 +200,9 @@ impl ZooKeeperServer {
 
     /// Stops the server: SIGTERM, then SIGKILL after five seconds.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        if let Some(child) = self.child.take() {
+            super::terminate(child, Duration::from_secs(5));
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
