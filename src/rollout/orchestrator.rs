@@ -612,26 +612,19 @@ impl<'a> Orchestrator<'a> {
             Some(t) => (t, false),
             None => (0.0, true),
         };
-        let key = self.layout.rollout(cluster);
         let actor = self.actor.clone();
         let (verb, batch) = match state.direction {
             Direction::Forward => ("released", state.batches + 1),
             Direction::Back => ("took back", state.batches + 1),
         };
         let shown = short_list(&nodes, ", ");
-        let mut moved = false;
-        update(self.store, std::slice::from_ref(&key), |current| {
-            let Some(doc) = &current.docs[0] else {
-                return Ok(None);
-            };
-            let mut s = RolloutState::from_document(&key, doc)?;
+        let moved = self.update_record(cluster, &state.id, |s| {
             // Someone paused, aborted or moved it meanwhile: the next turn sees it.
-            if s.id != state.id
-                || s.status != Status::Running
+            if s.status != Status::Running
                 || s.direction != state.direction
                 || s.threshold != state.threshold
             {
-                return Ok(None);
+                return false;
             }
             s.threshold = threshold;
             s.peak = s.peak.max(threshold);
@@ -650,8 +643,7 @@ impl<'a> Orchestrator<'a> {
                 verb,
                 format!("{label} {batch}: {shown} (threshold {threshold:.6})"),
             ));
-            moved = true;
-            Ok(Some(vec![Some(s.to_document())]))
+            true
         })?;
         if !moved {
             return Ok(());
@@ -679,38 +671,50 @@ impl<'a> Orchestrator<'a> {
 
     /// Appends an event to the record's history (best kept, never fatal).
     fn note(&self, cluster: &str, id: &str, event: &str, detail: String) -> Result<()> {
-        let key = self.layout.rollout(cluster);
-        let actor = self.actor.clone();
-        update(self.store, std::slice::from_ref(&key), |current| {
-            let Some(doc) = &current.docs[0] else {
-                return Ok(None);
-            };
-            let mut s = RolloutState::from_document(&key, doc)?;
-            if s.id != id {
-                return Ok(None);
-            }
-            s.record(Event::now(&actor, event, detail.clone()));
-            Ok(Some(vec![Some(s.to_document())]))
+        self.update_record(cluster, id, |s| {
+            s.record(Event::now(&self.actor, event, detail.clone()));
+            true
         })?;
         Ok(())
     }
 
-    /// Pauses the rollout with the reason recorded.
-    fn stop_rollout(&mut self, cluster: &str, id: &str, reason: String) -> Result<StepEnd> {
+    /// Changes the rollout record of `cluster` if it is still rollout `id`:
+    /// `change` edits it and says whether to write it. Returns whether it
+    /// was written — by the attempt that won, when a compare-and-set
+    /// conflict made `change` run again on a fresh read.
+    fn update_record(
+        &self,
+        cluster: &str,
+        id: &str,
+        change: impl Fn(&mut RolloutState) -> bool,
+    ) -> Result<bool> {
         let key = self.layout.rollout(cluster);
-        let actor = self.actor.clone();
+        let mut written = false;
         update(self.store, std::slice::from_ref(&key), |current| {
+            written = false;
             let Some(doc) = &current.docs[0] else {
                 return Ok(None);
             };
             let mut s = RolloutState::from_document(&key, doc)?;
-            if s.id != id || s.status != Status::Running {
+            if s.id != id || !change(&mut s) {
                 return Ok(None);
+            }
+            written = true;
+            Ok(Some(vec![Some(s.to_document())]))
+        })?;
+        Ok(written)
+    }
+
+    /// Pauses the rollout with the reason recorded.
+    fn stop_rollout(&mut self, cluster: &str, id: &str, reason: String) -> Result<StepEnd> {
+        self.update_record(cluster, id, |s| {
+            if s.status != Status::Running {
+                return false;
             }
             s.status = Status::Paused;
             s.reason = Some(reason.clone());
-            s.record(Event::now(&actor, "paused", reason.clone()));
-            Ok(Some(vec![Some(s.to_document())]))
+            s.record(Event::now(&self.actor, "paused", reason.clone()));
+            true
         })?;
         Ok(StepEnd::Stopped(format!(
             "the rollout of {cluster} is paused: {reason}"
