@@ -3,14 +3,14 @@
 //! orchestrator resumes to the same view, one orchestrator at a time,
 //! failures pause, rollback returns nodes a batch at a time.
 
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::support::simulation::{rank, Simulation};
 use crate::support::{
-    assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness,
+    assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness, Spawned,
 };
 
 store_suite! {
@@ -88,14 +88,14 @@ fn run_plan(h: &Harness, plan: &str, extra: &[&str]) -> Output {
     h.run(&args)
 }
 
-fn spawn_plan(h: &Harness, plan: &str, extra: &[&str]) -> Child {
+fn spawn_plan(h: &Harness, plan: &str, extra: &[&str]) -> Spawned {
     let mut cmd = h.process();
     cmd.args(["rollout", "run", plan])
         .args(FAST)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    cmd.spawn().unwrap()
+    Spawned::new(cmd.spawn().unwrap())
 }
 
 fn record(h: &Harness, cluster: &str) -> Option<Value> {
@@ -229,7 +229,7 @@ fn batches_release_exactly_their_size(backend: Backend) {
         );
         assert_eq!(released_count(&h), expected, "after batch {batch}");
     }
-    let out = orchestrator.wait_with_output().unwrap();
+    let out = orchestrator.wait_with_output();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -247,7 +247,7 @@ fn a_node_added_mid_rollout_lands_on_the_right_side_and_never_flips(backend: Bac
         "the canary is released"
     );
     sim.add("web", "web-09");
-    let out = orchestrator.wait_with_output().unwrap();
+    let out = orchestrator.wait_with_output();
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let seen = sim.observations("web-09");
     assert!(!seen.is_empty());
@@ -273,14 +273,16 @@ fn two_orchestrators_started_together_one_proceeds(backend: Backend) {
     args.extend(FAST.iter().take(4)); // no --lock-wait: the second must not wait
     let spawn = || {
         let mut cmd = h.process();
-        cmd.args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Spawned::new(
+            cmd.args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
     };
     let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (a, b) = (a.wait_with_output(), b.wait_with_output());
     let codes = [a.status.code(), b.status.code()];
     assert!(
         codes.contains(&Some(0)) && codes.contains(&Some(75)),
@@ -347,7 +349,7 @@ fn failures_beyond_max_failed_pause_until_resumed(backend: Backend) {
     for n in &order[1..3] {
         sim.start_node(n);
     }
-    let out = orchestrator.wait_with_output().unwrap();
+    let out = orchestrator.wait_with_output();
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(
         h.export()["convergent"]["clusters"]["web"]["desired"]["version"],
@@ -421,7 +423,7 @@ fn an_operator_pauses_and_resumes(backend: Backend) {
     assert!(eventually(WAIT, || record(&h, "web")
         .is_some_and(|r| r["batches"].as_u64() >= Some(1))));
     h.ok(&["rollout", "pause", "web", "--reason", "checking the canary"]);
-    let out = orchestrator.wait_with_output().unwrap();
+    let out = orchestrator.wait_with_output();
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("paused: checking the canary"),
@@ -491,8 +493,7 @@ fn killed_and_resumed(backend: Backend, delay: Duration) -> Value {
     let plan = fixture("plans/upgrade.yml").display().to_string();
     let mut orchestrator = spawn_plan(&h, &plan, &[]);
     std::thread::sleep(delay); // the random point of the kill, not a wait for a condition
-    let _ = orchestrator.kill();
-    let _ = orchestrator.wait();
+    orchestrator.kill();
     let started = Instant::now();
     loop {
         let out = run_plan(&h, &plan, &[]);
@@ -736,7 +737,7 @@ fn an_etcd_outage_mid_rollout_is_waited_out() {
         "name: outage-2.5.0\nsteps:\n  - cluster: web\n    set: {version: '2.5.0'}\n    strategy: {canary: 1, batch: 25%, pause: 1s}\n",
     );
     let log = h.path("orchestrator.log");
-    let mut orchestrator = h
+    let orchestrator = h
         .process()
         .args([
             "rollout",
@@ -753,6 +754,7 @@ fn an_etcd_outage_mid_rollout_is_waited_out() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut orchestrator = Spawned::new(orchestrator);
     assert!(
         eventually(WAIT, || record(&h, "web")
             .is_some_and(|r| r["batches"].as_u64() >= Some(1))),
@@ -766,10 +768,10 @@ fn an_etcd_outage_mid_rollout_is_waited_out() {
         "the orchestrator notices: {}",
         std::fs::read_to_string(&log).unwrap()
     );
-    assert_eq!(orchestrator.try_wait().unwrap(), None, "and keeps going");
+    assert_eq!(orchestrator.try_wait(), None, "and keeps going");
     h.etcd().restart();
     h.etcd().wait_ready().unwrap();
-    let out = orchestrator.wait_with_output().unwrap();
+    let out = orchestrator.wait_with_output();
     assert!(
         out.status.success(),
         "{}\n{}",

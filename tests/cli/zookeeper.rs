@@ -13,7 +13,7 @@ use convergent::store::{self, ChangeFeed, HeldLock};
 use crate::support::etcd::free_port;
 use crate::support::zookeeper;
 use crate::support::{
-    assert_refused, eventually, fixture, open_store, stderr, stdout, Backend, Harness,
+    assert_refused, eventually, fixture, open_store, stderr, stdout, Backend, Harness, Spawned,
 };
 
 /// `attributes` for a node, and how many requests the harness's server
@@ -576,7 +576,7 @@ fn lock_holder_process() {
 fn a_lock_of_a_killed_process_is_released_when_its_session_expires() {
     let h = Harness::new(Backend::ZooKeeper);
     let ready = h.path("holder-ready");
-    let mut holder = Command::new(std::env::current_exe().unwrap())
+    let holder = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "zookeeper::lock_holder_process", "--ignored"])
         .env("CONVERGENT_TEST_ZK_LOCK_URL", &h.store_url)
         .env("CONVERGENT_TEST_ZK_LOCK_READY", &ready)
@@ -584,7 +584,7 @@ fn a_lock_of_a_killed_process_is_released_when_its_session_expires() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _reap = KillOnDrop(holder.id());
+    let mut holder = Spawned::new(holder);
     assert!(
         eventually(Duration::from_secs(30), || ready.exists()),
         "the holder did not take the lock"
@@ -604,8 +604,7 @@ fn a_lock_of_a_killed_process_is_released_when_its_session_expires() {
         "{err}"
     );
     // SIGKILL: no clean close, only the session's expiry frees the lock.
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    holder.kill();
     assert!(take().is_err(), "held until the session expires");
     let mut second: Option<Box<dyn HeldLock>> = None;
     assert!(
@@ -616,18 +615,6 @@ fn a_lock_of_a_killed_process_is_released_when_its_session_expires() {
         "the dead holder's lock was never released"
     );
     second.unwrap().check().unwrap();
-}
-
-/// SIGKILLs a child process when dropped (a failing test must not leave
-/// it behind).
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.0 as libc::pid_t, libc::SIGKILL);
-        }
-    }
 }
 
 #[test]

@@ -393,6 +393,50 @@ pub fn kill_now(child: &mut Option<std::process::Child>) {
     }
 }
 
+/// A process a test started (an orchestrator, say), killed when dropped
+/// unless it was waited for, so that a failing test leaves none behind.
+pub struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    /// Guards `child`.
+    pub fn new(child: std::process::Child) -> Spawned {
+        Spawned(Some(child))
+    }
+
+    /// Waits for it to end, with what it printed.
+    pub fn wait_with_output(mut self) -> Output {
+        self.0
+            .take()
+            .expect("not waited for yet")
+            .wait_with_output()
+            .expect("the process can be waited for")
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("not waited for yet").id()
+    }
+
+    /// How it ended, if it has.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0
+            .as_mut()?
+            .try_wait()
+            .expect("the process can be polled")
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        kill_now(&mut self.0);
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        kill_now(&mut self.0);
+    }
+}
+
 /// The last 20 lines of a server's log, for a message saying why it failed.
 pub fn log_tail(path: &Path) -> String {
     let log = std::fs::read_to_string(path).unwrap_or_default();
