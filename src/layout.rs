@@ -74,10 +74,42 @@ impl fmt::Display for NameKind {
 /// Longest name accepted: a DNS name's limit, and far below every store's key limit.
 pub const MAX_NAME_LEN: usize = 253;
 
-/// Checks a cluster or node name (or rollout id): it becomes one key segment,
-/// so it must not contain `/`, `..`, whitespace or control characters.
+/// Checks a cluster or node name (or rollout id). A name becomes a key
+/// segment, and the orchestrator hands node and cluster names to kick
+/// commands (`ssh {node} …`), so only host-like names pass: ASCII letters,
+/// digits, `.`, `-` and `_`, starting with a letter or digit. That keeps a
+/// name from ever reading as an option (`-oProxyCommand=…`), a shell word
+/// (`$(id)`, `;id`), a placeholder (`{cluster}`), or a look-alike built
+/// with invisible or bidirectional characters (`we\u{200B}b`).
 pub fn check_name(kind: NameKind, name: &str) -> Result<(), String> {
-    check_segment(name).map_err(|why| format!("invalid {kind} {name:?}: {why}"))
+    check_segment(name)
+        .and_then(|()| check_host_like(name))
+        .map_err(|why| format!("invalid {kind} \"{}\": {why}", name.escape_default()))
+}
+
+fn check_host_like(name: &str) -> Result<(), String> {
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("it must start with an ASCII letter or digit".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "it may hold only ASCII letters, digits, `.`, `-` and `_`, not {}",
+            describe(c)
+        ));
+    }
+    Ok(())
+}
+
+/// A character named so that it reads unambiguously in a terminal.
+fn describe(c: char) -> String {
+    if c.is_ascii_graphic() {
+        format!("`{c}`")
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
 }
 
 fn check_segment(s: &str) -> Result<(), String> {
@@ -92,16 +124,26 @@ fn check_segment(s: &str) -> Result<(), String> {
     }
     if let Some(c) = s
         .chars()
-        .find(|c| *c == '/' || c.is_whitespace() || c.is_control())
+        .find(|c| *c == '/' || c.is_whitespace() || c.is_control() || is_invisible(*c))
     {
         let what = match c {
             '/' => "`/`".to_string(),
             c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+            c if is_invisible(c) => format!("the invisible character U+{:04X}", c as u32),
             c => format!("whitespace (U+{:04X})", c as u32),
         };
         return Err(format!("it must not contain {what}"));
     }
     Ok(())
+}
+
+/// Zero-width, bidirectional-control and other format characters: they make
+/// one name print as another (`we\u{200B}b` as `web`).
+fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFFB | 0xE0000..=0xE0FFF)
 }
 
 /// Builds the store keys of the view under one prefix.
@@ -253,10 +295,45 @@ mod tests {
         ] {
             assert!(check_name(NameKind::Node, bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["web-01", "db.example.com", "a_b", "Ünïcode", "x"] {
+        for good in ["web-01", "db.example.com", "a_b", "x", "9lives", "WEB-01"] {
             assert!(check_name(NameKind::Node, good).is_ok(), "{good:?} refused");
         }
         assert!(check_name(NameKind::Node, &"a".repeat(254)).is_err());
+    }
+
+    #[test]
+    fn names_that_become_options_words_or_placeholders_are_refused() {
+        for bad in [
+            "-oProxyCommand=touch${IFS}PWNED",
+            "$(id)",
+            ";id",
+            "--help",
+            "{cluster}",
+            "{node}",
+            "`id`",
+            "a|b",
+            "_x",
+            ".hidden",
+            "Ünïcode",
+        ] {
+            let err = check_name(NameKind::Node, bad).unwrap_err();
+            assert!(err.starts_with("invalid node name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_refused_in_names_and_prefixes() {
+        for bad in [
+            "we\u{200B}b",
+            "web\u{202E}10-",
+            "w\u{FEFF}eb",
+            "web\u{2066}",
+        ] {
+            let err = check_name(NameKind::Cluster, bad).unwrap_err();
+            // The message shows the hidden character, not a look-alike.
+            assert!(err.contains("\\u{"), "{err}");
+            assert!(bad.parse::<Prefix>().is_err(), "prefix {bad:?} accepted");
+        }
     }
 
     #[test]

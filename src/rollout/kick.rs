@@ -55,12 +55,34 @@ pub fn kick(store: &dyn Store, kick: &Kick, cluster: &str, nodes: &[String]) -> 
 
 /// The command for one node: `{node}` and `{cluster}` replaced inside each
 /// argument, each argument staying one argument (no shell unless the
-/// template asks for one, e.g. `[sh, -c, "..."]`).
+/// template asks for one, e.g. `[sh, -c, "..."]`). One pass over the
+/// template: a substituted value is never searched for placeholders again.
 pub fn command_for(template: &[String], cluster: &str, node: &str) -> Vec<String> {
     template
         .iter()
-        .map(|arg| arg.replace("{node}", node).replace("{cluster}", cluster))
+        .map(|arg| substitute(arg, cluster, node))
         .collect()
+}
+
+fn substitute(arg: &str, cluster: &str, node: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("{node}") {
+            out.push_str(node);
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("{cluster}") {
+            out.push_str(cluster);
+            rest = after;
+        } else {
+            out.push('{');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn run(argv: &[String], timeout: Duration) -> Result<(), String> {
@@ -111,6 +133,20 @@ mod tests {
         assert_eq!(
             command_for(&template, "web", "web 01; rm -rf /"),
             ["ssh", "web 01; rm -rf /", "chef-client -o 'role[web]'"]
+        );
+    }
+
+    #[test]
+    fn placeholders_are_substituted_once() {
+        let template: Vec<String> = ["echo", "{node}@{cluster}", "{{node}}", "{x}"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // A value holding a placeholder stays as it is (names cannot hold
+        // braces any more, but the template must not rely on that).
+        assert_eq!(
+            command_for(&template, "{node}", "{cluster}"),
+            ["echo", "{cluster}@{node}", "{{cluster}}", "{x}"]
         );
     }
 
