@@ -2,22 +2,26 @@
 //! node can still converge to what it last knew when the store is down.
 //!
 //! One file per cluster and node, `DIR/CLUSTER/NODE.json`, written atomically
-//! with mode 0600 in folders of mode 0700. It records which store and prefix
-//! it came from, and is used only for the same ones. It never holds
-//! credentials: store URLs carry none.
+//! with mode 0600 in folders of mode 0700. It records which store, prefix,
+//! cluster and node it came from, and a checksum of all that and the
+//! document; it is served only when all of them match the request (a file
+//! copied or renamed into place, or damaged, is no usable cache). It never
+//! holds credentials: store URLs carry none.
 
 use std::fs;
-use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::atomic_file;
 use crate::clock::{age_seconds, format_rfc3339, parse_rfc3339};
 use crate::config::Env;
+use crate::document::{canonical_json, generation};
 use crate::error::{Error, Result};
+use crate::local_file::{self, ReadError};
 use crate::node_attributes::AttributesDocument;
 
 /// The system-wide cache folder.
@@ -42,7 +46,65 @@ struct CacheFile {
     store: String,
     prefix: String,
     attributes: AttributesDocument,
+    /// SHA-256 of the canonical JSON of the rest; absent in entries written
+    /// before it existed, which are therefore never served.
+    #[serde(default)]
+    checksum: Option<String>,
 }
+
+impl CacheFile {
+    fn new(key: &CacheKey, attributes: &AttributesDocument) -> CacheFile {
+        let mut file = CacheFile {
+            store: key.store.to_string(),
+            prefix: key.prefix.to_string(),
+            attributes: attributes.clone(),
+            checksum: None,
+        };
+        file.checksum = Some(file.digest());
+        file
+    }
+
+    fn digest(&self) -> String {
+        let body = serde_json::json!({
+            "store": self.store,
+            "prefix": self.prefix,
+            "attributes": self.attributes,
+        });
+        Sha256::digest(canonical_json(&body).as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Why this entry cannot stand for `key`, if it cannot: another store,
+    /// prefix, cluster or node, a checksum or generation that does not match.
+    fn mismatch(&self, key: &CacheKey) -> Option<String> {
+        let doc = &self.attributes.convergent;
+        if self.store != key.store || self.prefix != key.prefix {
+            return Some(format!(
+                "was written for store {} prefix {}",
+                self.store, self.prefix
+            ));
+        }
+        if doc.cluster != key.cluster || doc.node != key.node {
+            return Some(format!(
+                "holds cluster {:?} node {:?}, not {:?} {:?}",
+                doc.cluster, doc.node, key.cluster, key.node
+            ));
+        }
+        if self.checksum.as_deref() != Some(self.digest().as_str()) {
+            return Some("is damaged: its checksum does not match its content".into());
+        }
+        if doc.generation != generation(&doc.desired) {
+            return Some("is damaged: its generation does not match its desired state".into());
+        }
+        None
+    }
+}
+
+/// How far in the future a cache time may be (clock jitter, a file system's
+/// coarse timestamps) before the entry's age is unknowable.
+const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 
 /// A result read back from the cache.
 #[derive(Debug)]
@@ -95,11 +157,7 @@ impl Cache {
     /// its modification time is set to now, which is what [`Cache::load`]
     /// takes as the last time the store confirmed the result.
     pub fn save(&self, key: &CacheKey, attributes: &AttributesDocument) -> Result<PathBuf> {
-        let file = CacheFile {
-            store: key.store.to_string(),
-            prefix: key.prefix.to_string(),
-            attributes: attributes.clone(),
-        };
+        let file = CacheFile::new(key, attributes);
         let bytes = serde_json::to_vec_pretty(&file).expect("cache file serializes");
         let mut last_error = None;
         for dir in &self.dirs {
@@ -128,12 +186,16 @@ impl Cache {
     /// When `path` already holds the same result for the same store, marks
     /// it confirmed now (its modification time) and says so.
     fn confirm(path: &Path, fresh: &CacheFile) -> bool {
-        let Ok(text) = fs::read(path) else {
+        let Ok(text) = local_file::read_bytes(path, local_file::MAX_DOCUMENT_BYTES) else {
             return false;
         };
         let Ok(cached) = serde_json::from_slice::<CacheFile>(&text) else {
             return false;
         };
+        // An entry that would not be served is rewritten, not confirmed.
+        if cached.checksum.as_deref() != Some(cached.digest().as_str()) {
+            return false;
+        }
         let (old, new) = (&cached.attributes.convergent, &fresh.attributes.convergent);
         // Everything but `source` (the fetch time and the store's revision,
         // which moves with any write anywhere in the store).
@@ -162,31 +224,32 @@ impl Cache {
         let mut why = Vec::new();
         for dir in &self.dirs {
             let path = Cache::file_in(dir, key);
-            let text = match fs::read_to_string(&path) {
+            let text = match local_file::read_text(&path, local_file::MAX_DOCUMENT_BYTES) {
                 Ok(t) => t,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(ReadError::Missing) => {
                     why.push(format!("no cache file {}", path.display()));
                     continue;
                 }
                 Err(e) => {
-                    why.push(format!("cannot read {}: {e}", path.display()));
+                    why.push(format!("cache file {} {e}", path.display()));
                     continue;
                 }
             };
             let file: CacheFile = match serde_json::from_str(&text) {
                 Ok(f) => f,
                 Err(e) => {
-                    why.push(format!("{} is damaged: {e}", path.display()));
+                    // The position only: never echo what a file holds.
+                    why.push(format!(
+                        "{} is damaged (not a cache entry, at line {} column {})",
+                        path.display(),
+                        e.line(),
+                        e.column()
+                    ));
                     continue;
                 }
             };
-            if file.store != key.store || file.prefix != key.prefix {
-                why.push(format!(
-                    "{} was written for store {} prefix {}",
-                    path.display(),
-                    file.store,
-                    file.prefix
-                ));
+            if let Some(problem) = file.mismatch(key) {
+                why.push(format!("{} {problem}", path.display()));
                 continue;
             }
             let fetched = match parse_rfc3339(&file.attributes.convergent.source.fetched_at) {
@@ -200,8 +263,18 @@ impl Cache {
             // touched by a run that resolved the same (see `save`).
             let confirmed = fs::metadata(&path)
                 .and_then(|m| m.modified())
-                .map_or(fetched, |touched| touched.max(fetched))
-                .min(now);
+                .map_or(fetched, |touched| touched.max(fetched));
+            // A time in the future (a clock stepped back, a tampered file)
+            // leaves the entry's age unknown: it must not pass as young.
+            if confirmed > now + FUTURE_TOLERANCE {
+                why.push(format!(
+                    "{} was confirmed at {}, in the future: its age is unknown",
+                    path.display(),
+                    format_rfc3339(confirmed)
+                ));
+                continue;
+            }
+            let confirmed = confirmed.min(now);
             let mut attributes = file.attributes;
             attributes.convergent.source.fetched_at = format_rfc3339(confirmed);
             return Ok(CachedResult {

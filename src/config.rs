@@ -2,6 +2,7 @@
 //! file > default. A bad environment variable or config file is exit 78,
 //! naming the variable or the file and field.
 
+use crate::local_file::{self, ReadError};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -263,12 +264,10 @@ fn read_config_file(flag: Option<&Path>, env: Env) -> Result<(ConfigFile, Option
         (None, None) => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
     let origin = || format!("config file {}", path.display());
-    let text = match std::fs::read_to_string(&path) {
+    let text = match local_file::read_text(&path, local_file::MAX_DOCUMENT_BYTES) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
-            return Ok((ConfigFile::default(), None));
-        }
-        Err(e) => return Err(Error::config(origin(), format!("cannot be read: {e}"))),
+        Err(ReadError::Missing) if !named => return Ok((ConfigFile::default(), None)),
+        Err(e) => return Err(Error::config(origin(), format!("the file {e}"))),
     };
     if text.trim().is_empty() {
         return Ok((ConfigFile::default(), Some(path)));

@@ -10,7 +10,8 @@
 //!   computes a node's desired state from the layers of [`layout`].
 //! - [`rollout`] holds ranks, rollout records and plans; [`schema`] the
 //!   allowed states; [`history`] who changed what; [`update`] the
-//!   compare-and-set loop; [`cache`] the last-known-good results.
+//!   compare-and-set loop; [`cache`] the last-known-good results;
+//!   [`local_file`] reads the local files we are given, within limits.
 
 pub mod atomic_file;
 pub mod cache;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod fleet;
 pub mod history;
 pub mod layout;
+pub mod local_file;
 pub mod node_attributes;
 pub mod output;
 pub mod report;

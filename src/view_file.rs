@@ -13,13 +13,15 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
+use crate::local_file;
 
 /// Reads and parses a view file; every problem names the file.
 pub fn read(path: &Path) -> Result<(String, Value)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::BadFile {
-        path: path.to_path_buf(),
-        problem: format!("cannot be read: {e}"),
-    })?;
+    let text =
+        local_file::read_text(path, local_file::MAX_VIEW_BYTES).map_err(|e| Error::BadFile {
+            path: path.to_path_buf(),
+            problem: format!("the file {e}"),
+        })?;
     let tree = parse(path, &text)?;
     Ok((text, tree))
 }

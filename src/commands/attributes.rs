@@ -28,8 +28,15 @@ pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
     let fetched = store.and_then(|store| fetch(ctx, store.as_ref(), &cluster, &node));
     let document = match fetched {
         Ok(document) => {
-            // Cache before printing: a failed cache write (exit 73) prints nothing.
-            cache.save(&key, &document)?;
+            // The store answered: a cache that cannot be written (a full or
+            // read-only /var) must not stop the run; it only loses the
+            // fallback for the next outage, so say so.
+            if let Err(e) = cache.save(&key, &document) {
+                eprintln!(
+                    "convergent: warning: the result could not be cached ({e}); \
+                     the next run the store cannot serve has no fallback"
+                );
+            }
             document
         }
         Err(e) if e.is_unavailable() && ctx.settings.on_unreachable == OnUnreachable::Cache => {

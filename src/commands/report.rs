@@ -11,6 +11,7 @@ use crate::commands::Context;
 use crate::document::{encode_value, is_generation};
 use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
+use crate::local_file;
 use crate::node_attributes::AttributesDocument;
 use crate::output;
 use crate::report::{bounded_message, ObservedReport};
@@ -95,9 +96,11 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
 }
 
 fn from_attributes_file(ctx: &Context, args: &ReportArgs, path: &Path) -> Result<Applied> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::BadFile {
-        path: path.to_path_buf(),
-        problem: format!("cannot be read: {e}"),
+    let text = local_file::read_text(path, local_file::MAX_DOCUMENT_BYTES).map_err(|e| {
+        Error::BadFile {
+            path: path.to_path_buf(),
+            problem: format!("the file {e}"),
+        }
     })?;
     let doc = AttributesDocument::parse(path, &text)?.convergent;
     // Flags (or the environment and config) may name the node too; they must agree.

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::clock::HumanDuration;
 use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
+use crate::local_file;
 use crate::schema::state_of;
 
 /// A rollout plan: ordered steps, each changing one cluster's desired state.
@@ -195,9 +196,11 @@ impl<'de> Deserialize<'de> for Amount {
 impl Plan {
     /// Reads, parses and checks a plan file.
     pub fn from_file(path: &Path) -> Result<Plan> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::BadFile {
-            path: path.to_path_buf(),
-            problem: format!("cannot be read: {e}"),
+        let text = local_file::read_text(path, local_file::MAX_DOCUMENT_BYTES).map_err(|e| {
+            Error::BadFile {
+                path: path.to_path_buf(),
+                problem: format!("the file {e}"),
+            }
         })?;
         Plan::parse(path, &text)
     }

@@ -39,6 +39,7 @@ use super::{
 use crate::clock::{random_fraction, HumanDuration};
 use crate::config::Env;
 use crate::error::{Error, Result};
+use crate::local_file;
 
 /// Options the Consul URL accepts (`consul://h:8500?dc=dc2&consistency=stale`).
 const OPTIONS: [&str; 2] = ["consistency", "dc"];
@@ -289,12 +290,13 @@ fn tls_settings(env: Env) -> Result<TlsSettings> {
 /// wins over `CONSUL_HTTP_TOKEN`, as in the consul CLI.
 fn token(env: Env) -> Result<Option<Secret>> {
     if let Some(path) = env("CONSUL_HTTP_TOKEN_FILE").filter(|p| !p.is_empty()) {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::config(
-                format!("CONSUL_HTTP_TOKEN_FILE={path}"),
-                format!("cannot be read: {e}"),
-            )
-        })?;
+        let text = local_file::read_text(std::path::Path::new(&path), local_file::MAX_SECRET_BYTES)
+            .map_err(|e| {
+                Error::config(
+                    format!("CONSUL_HTTP_TOKEN_FILE={path}"),
+                    format!("the file {e}"),
+                )
+            })?;
         let text = text.trim();
         if !text.is_empty() {
             return Ok(Some(Secret(text.to_string())));

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::config::Env;
 use crate::error::{Error, Result};
+use crate::local_file;
 
 /// Options the etcd URL accepts (`etcd://h:2379?consistency=serializable`).
 const OPTIONS: [&str; 2] = ["consistency", "password_file"];
@@ -208,11 +209,11 @@ fn credentials(env: Env, password_file: Option<PathBuf>) -> Result<Option<Creden
     };
     let password = match (inline, env("ETCDCTL_PASSWORD"), password_file) {
         (Some(p), _, _) | (None, Some(p), _) => p,
-        (None, None, Some(file)) => std::fs::read_to_string(&file)
+        (None, None, Some(file)) => local_file::read_text(&file, local_file::MAX_SECRET_BYTES)
             .map_err(|e| {
                 Error::config(
                     format!("password_file {}", file.display()),
-                    format!("cannot be read: {e}"),
+                    format!("the file {e}"),
                 )
             })?
             .trim_end_matches(['\n', '\r'])

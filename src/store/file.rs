@@ -24,6 +24,7 @@ use super::{
 use crate::atomic_file;
 use crate::document::{decode_value, encode_value};
 use crate::error::{Error, Result};
+use crate::local_file;
 use crate::view_file;
 
 /// How often a file change feed looks at the file.
@@ -56,15 +57,19 @@ impl FileStore {
     }
 
     /// Reads and parses the whole file. A missing or unreadable file is
-    /// "unavailable" (a cached result may stand in); a malformed one is bad data.
+    /// "unavailable" (a cached result may stand in); a malformed one — not
+    /// UTF-8, too large, not a regular file, not our YAML — is bad data,
+    /// which no cache may mask.
     pub fn load(&self) -> Result<Value> {
-        let text = fs::read_to_string(&self.path).map_err(|e| {
-            let what = match e.kind() {
-                ErrorKind::NotFound => "does not exist".to_string(),
-                ErrorKind::PermissionDenied => "cannot be read (permission denied)".to_string(),
-                _ => format!("cannot be read: {e}"),
-            };
-            self.unavailable(format!("file {} {what}", self.path.display()))
+        let text = local_file::read_text(&self.path, local_file::MAX_VIEW_BYTES).map_err(|e| {
+            if e.is_bad_content() {
+                Error::BadFile {
+                    path: self.path.clone(),
+                    problem: format!("the file {e}"),
+                }
+            } else {
+                self.unavailable(format!("file {} {e}", self.path.display()))
+            }
         })?;
         view_file::parse(&self.path, &text)
     }

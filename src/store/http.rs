@@ -15,6 +15,7 @@ use ureq::Agent;
 
 use crate::config::Env;
 use crate::error::{Error, Result};
+use crate::local_file;
 
 /// Bytes buffered each way on a connection.
 const IO_BUFFER: usize = 16 * 1024;
@@ -199,8 +200,8 @@ fn bad_file(var: &str, path: &std::path::Path, problem: &str) -> Error {
 }
 
 fn read_pem(var: &str, path: &std::path::Path) -> Result<Vec<PemItem<'static>>> {
-    let bytes =
-        std::fs::read(path).map_err(|e| bad_file(var, path, &format!("cannot be read: {e}")))?;
+    let bytes = local_file::read_bytes(path, local_file::MAX_SECRET_BYTES)
+        .map_err(|e| bad_file(var, path, &format!("the file {e}")))?;
     ureq::tls::parse_pem(&bytes)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad_file(var, path, &format!("is not valid PEM: {e}")))

@@ -95,6 +95,7 @@ fn a_cache_older_than_max_stale_is_refused() {
     let then = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600);
     let old = humantime::format_rfc3339_seconds(then);
     cached["attributes"]["convergent"]["source"]["fetched_at"] = Value::String(old.to_string());
+    reseal(&mut cached);
     std::fs::write(&file, serde_json::to_vec(&cached).unwrap()).unwrap();
     // The age counts from the last run that confirmed the result: the
     // file's modification time.
@@ -120,6 +121,88 @@ fn a_cache_older_than_max_stale_is_refused() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let age = doc["convergent"]["source"]["cache_age_s"].as_u64().unwrap();
     assert!((30 * 3600..30 * 3600 + 60).contains(&age), "age {age}");
+}
+
+/// Recomputes a cache entry's checksum after a test changed it, as a
+/// careful forger would: SHA-256 of the canonical JSON of the rest.
+fn reseal(entry: &mut Value) {
+    use sha2::{Digest, Sha256};
+    let map = entry.as_object_mut().unwrap();
+    map.remove("checksum");
+    let canonical = serde_json::to_string(&Value::Object(map.clone())).unwrap();
+    let digest: String = Sha256::digest(canonical.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    map.insert("checksum".into(), Value::String(digest));
+}
+
+fn write_entry(file: &std::path::Path, entry: &Value) {
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, serde_json::to_vec(entry).unwrap()).unwrap();
+}
+
+fn entry_of(h: &Harness, cluster: &str, node: &str) -> Value {
+    let file = h.cache_dir().join(format!("{cluster}/{node}.json"));
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+#[test]
+fn a_cache_entry_for_another_node_is_not_served() {
+    let h = Harness::with_fixture(Backend::File);
+    h.attributes("db", "db-09");
+    h.attributes("web", "web-02");
+    std::fs::remove_file(h.store_file()).unwrap();
+    // db-09's entry, intact and correctly sealed, put where web-01's goes.
+    let db = entry_of(&h, "db", "db-09");
+    let target = h.cache_dir().join("web/web-01.json");
+    write_entry(&target, &db);
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-01"]);
+    assert_refused(&out, 69, &["holds cluster \"db\" node \"db-09\""]);
+    // Relabelled as web-01 but not resealed: the checksum gives it away.
+    let mut relabelled = db.clone();
+    relabelled["attributes"]["convergent"]["cluster"] = "web".into();
+    relabelled["attributes"]["convergent"]["node"] = "web-01".into();
+    write_entry(&target, &relabelled);
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-01"]);
+    assert_refused(&out, 69, &["checksum does not match"]);
+    // A changed desired state, resealed: its generation gives it away.
+    let mut tampered = entry_of(&h, "web", "web-02");
+    tampered["attributes"]["convergent"]["desired"]["version"] = "6.6.6".into();
+    reseal(&mut tampered);
+    write_entry(&h.cache_dir().join("web/web-02.json"), &tampered);
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-02"]);
+    assert_refused(&out, 69, &["generation does not match"]);
+    // An entry without a checksum (or not JSON at all) is not served either.
+    let mut unsealed = entry_of(&h, "db", "db-09");
+    unsealed.as_object_mut().unwrap().remove("checksum");
+    write_entry(&h.cache_dir().join("db/db-09.json"), &unsealed);
+    let out = h.run(&["attributes", "--cluster", "db", "--node", "db-09"]);
+    assert_refused(&out, 69, &["checksum does not match"]);
+}
+
+#[test]
+fn a_cache_entry_from_the_future_is_not_young() {
+    let h = cached_then_store_gone();
+    let file = h.cache_dir().join("web/web-02.json");
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(30 * 86400);
+    // A modification time in the future (the clock was stepped back).
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(future)
+        .unwrap();
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-02"]);
+    assert_refused(&out, 69, &["in the future", "age is unknown"]);
+    // A `fetched_at` in the future, sealed, with a sane modification time.
+    let mut entry = entry_of(&h, "web", "web-02");
+    entry["attributes"]["convergent"]["source"]["fetched_at"] =
+        humantime::format_rfc3339_seconds(future).to_string().into();
+    reseal(&mut entry);
+    write_entry(&file, &entry);
+    let out = h.run(&["attributes", "--cluster", "web", "--node", "web-02"]);
+    assert_refused(&out, 69, &["in the future"]);
 }
 
 #[test]
@@ -151,13 +234,56 @@ fn bad_data_is_never_masked_by_the_cache() {
 }
 
 #[test]
-fn an_unwritable_cache_is_exit_73_and_prints_nothing() {
+fn an_unwritable_cache_still_prints_the_fresh_result_and_warns() {
     let h = Harness::with_fixture(Backend::File);
     std::fs::write(h.path("blocker"), "a file, not a folder").unwrap();
+    let fresh = h.attributes("web", "web-01");
     let out = h
         .cmd()
         .args(["attributes", "--cluster", "web", "--node", "web-01"])
         .env("CONVERGENT_CACHE_DIR", h.path("blocker/cache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed["convergent"]["desired"],
+        fresh["convergent"]["desired"]
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning") && err.contains("could not be cached") && err.contains("blocker"),
+        "{err}"
+    );
+    // --output is still written; only its own failure is 73.
+    let output = h.path("out.json");
+    let out = h
+        .cmd()
+        .args([
+            "attributes",
+            "--cluster",
+            "web",
+            "--node",
+            "web-01",
+            "--output",
+        ])
+        .arg(&output)
+        .env("CONVERGENT_CACHE_DIR", h.path("blocker/cache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(output.exists());
+    let out = h
+        .cmd()
+        .args([
+            "attributes",
+            "--cluster",
+            "web",
+            "--node",
+            "web-01",
+            "--output",
+        ])
+        .arg(h.path("blocker/out.json"))
         .output()
         .unwrap();
     assert_refused(&out, 73, &["blocker"]);

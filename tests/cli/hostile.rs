@@ -12,6 +12,7 @@ use crate::support::{assert_refused, eventually, stderr, store_suite, Backend, H
 store_suite! {
     hostile_names_are_refused_at_every_entry_point,
     hostile_names_in_the_store_are_never_kicked,
+    non_utf8_data_is_bad_data_on_every_command_and_never_served_from_cache,
 }
 
 /// The names the issue reports: each became an option, a command or a
@@ -119,4 +120,108 @@ fn hostile_names_in_the_store_are_never_kicked(backend: Backend) {
     assert_eq!(was_kicked, "db-01\n", "only host-like names are kicked");
     assert!(!pwned.exists());
     assert!(!h.dir.path().join("PWNED").exists());
+}
+
+fn non_utf8_data_is_bad_data_on_every_command_and_never_served_from_cache(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    // A good result in the cache, which must not stand in for bad data.
+    h.attributes("web", "web-01");
+    match backend {
+        Backend::File => {
+            let mut bytes = std::fs::read(h.store_file()).unwrap();
+            bytes.extend_from_slice(b"x: \"\xff\"\n");
+            std::fs::write(h.store_file(), bytes).unwrap();
+        }
+        _ => h.put_raw("convergent/clusters/web/desired", b"{\"state\": \"\xff\"}"),
+    }
+    for args in [
+        vec!["attributes", "--cluster", "web", "--node", "web-01"],
+        vec!["export"],
+        vec!["status", "--cluster", "web"],
+        vec!["explain", "--cluster", "web", "--node", "web-01"],
+        vec!["set", "--cluster", "web", "a=1"],
+    ] {
+        let out = h.run(&args);
+        assert_refused(&out, 65, &["UTF-8"]);
+        assert!(
+            !stderr(&out).contains("cache"),
+            "{args:?} must not mention a cache: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Runs the binary in `h` with `--timeout 2s` and extra environment.
+fn run_with(h: &Harness, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = h.cmd();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(["--timeout", "2s"])
+        .args(args)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn special_and_oversized_files_are_refused_at_once() {
+    let h = Harness::with_fixture(Backend::File);
+    let fifo = h.path("fifo.yml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let huge = h.path("huge.yml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    let attributes = ["attributes", "--cluster", "web", "--node", "web-01"];
+    for (store, needle) in [
+        ("file:/dev/zero".to_string(), "not a regular file"),
+        (
+            format!("file:{}", fifo.display()),
+            "not a regular file (it is a FIFO)",
+        ),
+        (format!("file:{}", huge.display()), "larger than the limit"),
+    ] {
+        for args in [
+            &attributes[..],
+            &["export"],
+            &["set", "--cluster", "web", "a=1"],
+        ] {
+            let out = run_with(&h, &[("CONVERGENT_STORE", &store)], args);
+            assert_refused(&out, 65, &[needle]);
+        }
+    }
+    for file in ["/dev/zero", fifo.to_str().unwrap(), huge.to_str().unwrap()] {
+        let out = run_with(&h, &[], &["validate", file]);
+        assert_refused(&out, 65, &[file]);
+        let out = run_with(&h, &[], &["import", file]);
+        assert_refused(&out, 65, &[file]);
+        let out = run_with(&h, &[("CONVERGENT_CONFIG", file)], &attributes);
+        assert_refused(&out, 78, &["config file", file]);
+        let out = run_with(&h, &[], &["rollout", "run", file]);
+        assert_refused(&out, 65, &[file]);
+        let out = run_with(
+            &h,
+            &[],
+            &["report", "--status", "success", "--attributes", file],
+        );
+        assert_refused(&out, 65, &[file]);
+        // Credential files, read before any connection is tried.
+        for (store, env) in [
+            (
+                format!("etcd://127.0.0.1:9?password_file={file}"),
+                ("ETCDCTL_USER", "deployer"),
+            ),
+            (
+                "consul://127.0.0.1:9".to_string(),
+                ("CONSUL_HTTP_TOKEN_FILE", file),
+            ),
+            (format!("zk://127.0.0.1:9?auth_file={file}"), ("X", "")),
+        ] {
+            let out = run_with(&h, &[("CONVERGENT_STORE", &store), env], &attributes);
+            assert_refused(&out, 78, &[file]);
+        }
+    }
 }

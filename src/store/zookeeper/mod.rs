@@ -50,6 +50,7 @@ use super::{
 };
 use crate::config::Env;
 use crate::error::{Error, Result};
+use crate::local_file;
 
 /// Options the ZooKeeper URL accepts.
 const OPTIONS: [&str; 3] = ["session_timeout", "auth_file", "acl"];
@@ -248,8 +249,8 @@ fn digest(env: Env, auth_file: Option<PathBuf>) -> Result<Option<Digest>> {
         (Some(text), _) => (AUTH_VAR.to_string(), text),
         (None, Some(file)) => {
             let origin = format!("auth_file {}", file.display());
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| Error::config(&origin, format!("cannot be read: {e}")))?;
+            let text = local_file::read_text(&file, local_file::MAX_SECRET_BYTES)
+                .map_err(|e| Error::config(&origin, format!("the file {e}")))?;
             (origin, text.trim_end_matches(['\n', '\r']).to_string())
         }
         (None, None) => return Ok(None),
