@@ -300,7 +300,7 @@ mod tests {
                 node: "web-01".into(),
                 state: Some("off".into()),
                 desired: json!({"state": "off"}),
-                generation: "0123456789abcdef".into(),
+                generation: generation(&json!({"state": "off"})),
                 rollout: None,
                 source: Source {
                     store: "file".into(),
@@ -364,7 +364,8 @@ mod tests {
         );
         // Another result is written.
         let mut changed = document();
-        changed.convergent.generation = "fedcba9876543210".into();
+        changed.convergent.desired = json!({"state": "on"});
+        changed.convergent.generation = generation(&changed.convergent.desired);
         cache.save(&KEY, &changed).unwrap();
         assert_ne!(fs::read(&path).unwrap(), written);
         assert_eq!(
@@ -374,8 +375,56 @@ mod tests {
                 .attributes
                 .convergent
                 .generation,
-            "fedcba9876543210"
+            generation(&json!({"state": "on"}))
         );
+    }
+
+    #[test]
+    fn an_entry_is_served_only_for_its_own_cluster_and_node_and_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            dirs: vec![dir.path().to_path_buf()],
+        };
+        let path = cache.save(&KEY, &document()).unwrap();
+        let other = CacheKey {
+            cluster: "db",
+            node: "db-09",
+            ..KEY
+        };
+        // The same file asked for as another node.
+        let moved = Cache::file_in(dir.path(), &other);
+        fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        fs::copy(&path, &moved).unwrap();
+        let why = cache.load(&other, SystemTime::now()).unwrap_err();
+        assert!(
+            why.contains("holds cluster \"web\" node \"web-01\""),
+            "{why}"
+        );
+        // One byte changed inside the document.
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"off\"", "\"of\"");
+        fs::write(&path, text).unwrap();
+        let why = cache.load(&KEY, SystemTime::now()).unwrap_err();
+        assert!(why.contains("checksum does not match"), "{why}");
+    }
+
+    #[test]
+    fn an_entry_confirmed_in_the_future_has_no_known_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            dirs: vec![dir.path().to_path_buf()],
+        };
+        cache.save(&KEY, &document()).unwrap();
+        let now = SystemTime::now();
+        assert!(cache.load(&KEY, now + Duration::from_secs(3600)).is_ok());
+        let why = cache
+            .load(&KEY, now - Duration::from_secs(3600))
+            .unwrap_err();
+        assert!(why.contains("in the future"), "{why}");
+        // Within the tolerance, it is simply fresh.
+        let loaded = cache.load(&KEY, now - Duration::from_secs(30)).unwrap();
+        assert_eq!(loaded.age_s, 0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! naming the variable or the file and field.
 
 use crate::local_file::{self, ReadError};
+use crate::yaml_text;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -272,8 +273,9 @@ fn read_config_file(flag: Option<&Path>, env: Env) -> Result<(ConfigFile, Option
     if text.trim().is_empty() {
         return Ok((ConfigFile::default(), Some(path)));
     }
-    let file: ConfigFile =
-        serde_yaml::from_str(&text).map_err(|e| Error::config(origin(), e.to_string()))?;
+    yaml_text::check_nesting(&text).map_err(|e| Error::config(origin(), e))?;
+    let file: ConfigFile = serde_yaml::from_str(&text)
+        .map_err(|e| Error::config(origin(), yaml_text::redact(&e.to_string())))?;
     Ok((file, Some(path)))
 }
 

@@ -11,7 +11,8 @@
 //! - [`rollout`] holds ranks, rollout records and plans; [`schema`] the
 //!   allowed states; [`history`] who changed what; [`update`] the
 //!   compare-and-set loop; [`cache`] the last-known-good results;
-//!   [`local_file`] reads the local files we are given, within limits.
+//!   [`local_file`] reads the local files we are given, within limits, and
+//!   [`yaml_text`] bounds and redacts the YAML in them.
 
 pub mod atomic_file;
 pub mod cache;
@@ -35,3 +36,4 @@ pub mod store;
 pub mod update;
 pub mod view;
 pub mod view_file;
+pub mod yaml_text;

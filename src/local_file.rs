@@ -21,7 +21,7 @@ pub const MAX_SECRET_BYTES: u64 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// There is no such file.
-    #[error("does not exist")]
+    #[error("cannot be read: it does not exist")]
     Missing,
     /// We may not read it.
     #[error("cannot be read (permission denied)")]

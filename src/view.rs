@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::layout::{check_name, Layout, NameKind, Prefix};
 use crate::rollout::record::RolloutRecord;
 use crate::schema::{state_of, Schema};
+use crate::yaml_text;
 
 /// A view split into documents, with everything found wrong on the way.
 #[derive(Debug, Default)]
@@ -139,6 +140,27 @@ fn find_root<'t>(
             problems.push(format!("{}: expected a map of keys", display(&path)));
             return None;
         };
+        let Some(next) = map.get(segment) else {
+            // Maybe not a view at all (`validate /etc/shadow`): only keys
+            // that are plain names are shown, never arbitrary content.
+            let names: Vec<String> = map
+                .keys()
+                .filter(|k| yaml_text::is_plain(k))
+                .map(|k| format!("`{k}`"))
+                .collect();
+            let others = map.len() - names.len();
+            let found = match (names.is_empty(), others) {
+                (true, 0) => "it is empty".to_string(),
+                (true, n) => format!("it has {n} top-level keys that are not names"),
+                (false, 0) => format!("its keys: {}", names.join(", ")),
+                (false, n) => format!("its keys: {} and {n} that are not names", names.join(", ")),
+            };
+            problems.push(format!(
+                "the file has no `{}` key: it holds no view under the prefix `{prefix}` (is --prefix right? {found})",
+                { let mut at = path.clone(); at.push(segment); at.join("/") }
+            ));
+            return None;
+        };
         for other in map.keys().filter(|k| *k != segment) {
             let mut at = path.clone();
             at.push(other.as_str());
@@ -147,16 +169,7 @@ fn find_root<'t>(
                 display(&at)
             ));
         }
-        match map.get(segment) {
-            Some(next) => node = next,
-            None => {
-                problems.push(format!(
-                    "the file has no `{}` key: it holds no view under the prefix `{prefix}` (is --prefix right?)",
-                    { let mut at = path.clone(); at.push(segment); at.join("/") }
-                ));
-                return None;
-            }
-        }
+        node = next;
         path.push(segment);
     }
     static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
@@ -164,7 +177,14 @@ fn find_root<'t>(
         Value::Object(map) => Some(map),
         Value::Null => Some(EMPTY.get_or_init(Map::new)),
         other => {
-            problems.push(format!("{prefix}: the view must be a map, found {other}"));
+            problems.push(format!(
+                "{prefix}: the view must be a map, found {}",
+                if other.is_array() {
+                    "a list"
+                } else {
+                    "a single value"
+                }
+            ));
             None
         }
     }

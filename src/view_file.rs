@@ -14,6 +14,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
 use crate::local_file;
+use crate::yaml_text;
 
 /// Reads and parses a view file; every problem names the file.
 pub fn read(path: &Path) -> Result<(String, Value)> {
@@ -34,17 +35,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Value> {
         path: path.to_path_buf(),
         problem,
     };
+    // Parse errors name the position, never the content: the file may not
+    // be ours (`validate /etc/shadow`).
     let Strict(tree) = if is_json(path) {
-        serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?
+        serde_json::from_str(text).map_err(|e| {
+            bad(format!(
+                "invalid JSON: {}",
+                yaml_text::redact(&e.to_string())
+            ))
+        })?
     } else {
-        serde_yaml::from_str(text).map_err(|e| bad(format!("invalid YAML: {e}")))?
+        yaml_text::check_nesting(text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+        serde_yaml::from_str(text).map_err(|e| {
+            bad(format!(
+                "invalid YAML: {}",
+                yaml_text::redact(&e.to_string())
+            ))
+        })?
     };
     match tree {
         Value::Null => Ok(Value::Object(Map::new())),
         Value::Object(_) => Ok(tree),
         other => Err(bad(format!(
-            "the top level must be a map of keys, found {other}"
+            "the top level must be a map of keys, found {}",
+            kind_of(&other)
         ))),
+    }
+}
+
+/// What a value is, without what it holds.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
     }
 }
 

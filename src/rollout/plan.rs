@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
 use crate::local_file;
 use crate::schema::state_of;
+use crate::yaml_text;
 
 /// A rollout plan: ordered steps, each changing one cluster's desired state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -207,10 +208,13 @@ impl Plan {
 
     /// Parses and checks plan text; `path` is for messages.
     pub fn parse(path: &Path, text: &str) -> Result<Plan> {
-        let plan: Plan = serde_yaml::from_str(text).map_err(|e| Error::BadFile {
+        let bad = |problem: String| Error::BadFile {
             path: path.to_path_buf(),
-            problem: format!("not a valid plan: {e}"),
-        })?;
+            problem: format!("not a valid plan: {problem}"),
+        };
+        yaml_text::check_nesting(text).map_err(bad)?;
+        let plan: Plan =
+            serde_yaml::from_str(text).map_err(|e| bad(yaml_text::redact(&e.to_string())))?;
         let problems = plan.problems();
         if problems.is_empty() {
             Ok(plan)

@@ -225,3 +225,89 @@ fn special_and_oversized_files_are_refused_at_once() {
         }
     }
 }
+
+#[test]
+fn pathological_nesting_is_refused_up_front() {
+    let h = Harness::with_fixture(Backend::File);
+    let n = 100_000;
+    let maps = h.path("maps.yml");
+    std::fs::write(
+        &maps,
+        format!("a: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+    )
+    .unwrap();
+    let seqs = h.path("seqs.yml");
+    std::fs::write(&seqs, format!("a: {}1{}\n", "[".repeat(n), "]".repeat(n))).unwrap();
+    let attributes = ["attributes", "--cluster", "web", "--node", "web-01"];
+    for file in [&maps, &seqs] {
+        let name = file.to_str().unwrap();
+        let store = format!("file:{name}");
+        // The harness bound is a guard for the test run, not a measurement:
+        // before the fix each of these took 30-80 s of CPU.
+        for (env, args, code) in [
+            (vec![], vec!["validate", name], 65),
+            (vec![], vec!["import", name], 65),
+            (vec![], vec!["rollout", "run", name], 65),
+            (
+                vec![("CONVERGENT_STORE", store.as_str())],
+                attributes.to_vec(),
+                65,
+            ),
+            (vec![("CONVERGENT_CONFIG", name)], attributes.to_vec(), 78),
+        ] {
+            let out = run_with(&h, &env, &args);
+            assert_refused(&out, code, &[name, "line 1", "deeper than 64 levels"]);
+        }
+    }
+}
+
+#[test]
+fn errors_never_echo_the_content_of_a_file_that_is_not_ours() {
+    let h = Harness::with_fixture(Backend::File);
+    let shadow = h.path("shadow");
+    std::fs::write(
+        &shadow,
+        "root:*:19000:0:99999:7:::\ndaemon:$6$s3cr3t$hash:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    let name = shadow.to_str().unwrap();
+    let store = format!("file:{name}");
+    let attributes = ["attributes", "--cluster", "web", "--node", "web-01"];
+    for (env, args, code, needle) in [
+        (vec![], vec!["validate", name], 65, name),
+        (vec![], vec!["rollout", "run", name], 65, name),
+        // Read as a view, it holds no cluster at all.
+        (
+            vec![("CONVERGENT_STORE", store.as_str())],
+            attributes.to_vec(),
+            65,
+            "unknown cluster",
+        ),
+        (
+            vec![("CONVERGENT_CONFIG", name)],
+            attributes.to_vec(),
+            78,
+            name,
+        ),
+    ] {
+        let out = run_with(&h, &env, &args);
+        assert_refused(&out, code, &[needle]);
+        let err = stderr(&out);
+        for secret in ["root:*", "19000", "s3cr3t", "daemon"] {
+            assert!(!err.contains(secret), "{args:?} echoes {secret:?}: {err}");
+        }
+    }
+    // A config with an unknown field still names it when it is a plain name.
+    let config = h.path("typo.yml");
+    std::fs::write(&config, "stroe: file:/x\n").unwrap();
+    let out = run_with(
+        &h,
+        &[("CONVERGENT_CONFIG", config.to_str().unwrap())],
+        &attributes,
+    );
+    assert_refused(
+        &out,
+        78,
+        &["unknown field `stroe`", "expected one of `store`"],
+    );
+}
