@@ -101,33 +101,24 @@ impl FileStore {
         })
     }
 
-    /// Takes the writers' lock on `PATH.lock`, waiting up to `lock_wait`.
-    fn lock_writers(&self) -> Result<File> {
-        let lock_path = side_path(&self.path, ".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| match e.kind() {
-                ErrorKind::PermissionDenied => Error::PermissionDenied {
-                    store: self.describe(),
-                    key: lock_path.display().to_string(),
-                    reason: "cannot open the writers' lock file (permission denied)".into(),
-                },
-                _ => Error::CannotWrite {
-                    path: lock_path.clone(),
-                    reason: e,
-                },
-            })?;
+    /// The file writes replace and lock: the view, or the final target of
+    /// the symlinks it names, so that writers through a link and through
+    /// its target share one lock and one file.
+    fn target(&self) -> Result<PathBuf> {
+        atomic_file::target(&self.path)
+    }
+
+    /// Takes the writers' lock on `TARGET.lock`, waiting up to `lock_wait`.
+    fn lock_writers(&self, target: &Path) -> Result<LockFile> {
+        let lock_path = side_path(target, ".lock");
         let deadline = Instant::now() + self.lock_wait;
         loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(file),
-                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+            match LockFile::try_take(&lock_path) {
+                Ok(Some(lock)) => return Ok(lock),
+                Ok(None) if Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(5));
                 }
-                Err(fs::TryLockError::WouldBlock) => {
+                Ok(None) => {
                     return Err(Error::LockHeld {
                         name: lock_path.display().to_string(),
                         holder: format!(
@@ -136,7 +127,14 @@ impl FileStore {
                         ),
                     })
                 }
-                Err(fs::TryLockError::Error(e)) => {
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    return Err(Error::PermissionDenied {
+                        store: self.describe(),
+                        key: lock_path.display().to_string(),
+                        reason: "cannot open the writers' lock file (permission denied)".into(),
+                    })
+                }
+                Err(e) => {
                     return Err(Error::CannotWrite {
                         path: lock_path,
                         reason: e,
@@ -259,7 +257,11 @@ impl Store for FileStore {
     }
 
     fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
-        let _lock = self.lock_writers()?;
+        let target = self.target()?;
+        let _lock = self.lock_writers(&target)?;
+        // Holding the writers' lock, no other write is under way: any
+        // temporary of the view is a killed writer's leftover.
+        atomic_file::remove_leftovers(&target, Duration::ZERO);
         let mut tree = self.load_for_write()?;
         for compare in &txn.compares {
             let holds = match compare {
@@ -302,21 +304,12 @@ impl Store for FileStore {
                 }
             })
             .collect();
-        let path = side_path(&self.path, &format!(".lock.{safe}"));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::CannotWrite {
-                path: path.clone(),
-                reason: e,
-            })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
+        let path = side_path(&self.target()?, &format!(".lock.{safe}"));
+        let mut lock = match LockFile::try_take(&path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                let holder =
+                    local_file::read_text(&path, local_file::MAX_SECRET_BYTES).unwrap_or_default();
                 let holder = holder.trim();
                 return Err(Error::LockHeld {
                     name: name.to_string(),
@@ -327,22 +320,20 @@ impl Store for FileStore {
                     },
                 });
             }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::CannotWrite { path, reason: e });
-            }
-        }
+            Err(e) => return Err(Error::CannotWrite { path, reason: e }),
+        };
         let write_holder = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
             file.write_all(holder.as_bytes())?;
             file.sync_data()
         };
-        write_holder(&mut file).map_err(|e| Error::CannotWrite {
+        write_holder(&mut lock.file).map_err(|e| Error::CannotWrite {
             path: path.clone(),
             reason: e,
         })?;
         Ok(Box::new(FileLock {
             name: name.to_string(),
-            _file: file,
+            _lock: lock,
         }))
     }
 
@@ -361,7 +352,52 @@ impl Store for FileStore {
 /// A lock held as an exclusive flock on `PATH.lock.NAME`.
 struct FileLock {
     name: String,
-    _file: File,
+    _lock: LockFile,
+}
+
+/// An exclusive flock on a side file, whose file is removed on release so
+/// that lock files do not pile up beside the view. The removal is safe
+/// because a taker checks, once it holds the flock, that the path still
+/// names the file it locked (the holder before it may have removed it).
+struct LockFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl LockFile {
+    /// Takes the lock at `path` if it is free; `Ok(None)` when it is held.
+    fn try_take(path: &Path) -> std::io::Result<Option<LockFile>> {
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+            let mine = file.metadata()?;
+            let named = fs::metadata(path);
+            if named.is_ok_and(|n| n.dev() == mine.dev() && n.ino() == mine.ino()) {
+                return Ok(Some(LockFile {
+                    path: path.to_path_buf(),
+                    file,
+                }));
+            }
+            // We locked a file its holder has just removed: take the new one.
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        // Still holding the flock (the file closes after this), so nobody
+        // can have taken the lock on this file in between.
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 impl HeldLock for FileLock {

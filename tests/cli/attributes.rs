@@ -165,7 +165,7 @@ fn output_file_is_written_instead_of_stdout(backend: Backend) {
     let leftovers: Vec<_> = std::fs::read_dir(h.dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".convergent-"))
+        .filter(|e| e.file_name().to_string_lossy().contains(".convergent-"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
 }

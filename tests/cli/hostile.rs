@@ -311,3 +311,98 @@ fn errors_never_echo_the_content_of_a_file_that_is_not_ours() {
         &["unknown field `stroe`", "expected one of `store`"],
     );
 }
+
+#[test]
+fn rewriting_the_file_store_keeps_its_owner_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let h = Harness::with_fixture(Backend::File);
+    let view = h.store_file();
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: changing a file's owner needs root");
+        return;
+    }
+    std::os::unix::fs::chown(&view, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&view, std::fs::Permissions::from_mode(0o640)).unwrap();
+    h.ok(&["set", "--cluster", "web", "state=off"]);
+    let meta = std::fs::metadata(&view).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "owner and group kept"
+    );
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "mode kept");
+    assert_eq!(
+        h.export()["convergent"]["clusters"]["web"]["desired"]["state"],
+        "off"
+    );
+}
+
+#[test]
+fn a_symlinked_view_is_written_through_and_its_target_locked() {
+    let h = Harness::with_fixture(Backend::File);
+    let real_dir = h.path("real");
+    std::fs::create_dir(&real_dir).unwrap();
+    let target = real_dir.join("view.yml");
+    std::fs::rename(h.store_file(), &target).unwrap();
+    std::os::unix::fs::symlink("real/view.yml", h.store_file()).unwrap();
+    h.ok(&["set", "--cluster", "web", "state=off"]);
+    let link = std::fs::symlink_metadata(h.store_file()).unwrap();
+    assert!(link.file_type().is_symlink(), "the link stays a link");
+    let through_target = h
+        .cmd()
+        .env("CONVERGENT_STORE", format!("file:{}", target.display()))
+        .args(["export", "--format", "json"])
+        .output()
+        .unwrap();
+    let exported: serde_json::Value = serde_json::from_slice(&through_target.stdout).unwrap();
+    assert_eq!(
+        exported["convergent"]["clusters"]["web"]["desired"]["state"],
+        "off"
+    );
+    // A writer holding the target's lock holds off writers through the link.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(real_dir.join("view.yml.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = h.run(&[
+        "--timeout",
+        "300ms",
+        "set",
+        "--cluster",
+        "web",
+        "state=waiting",
+    ]);
+    assert_refused(&out, 75, &["real/view.yml.lock", "held"]);
+    lock.unlock().unwrap();
+    h.ok(&["set", "--cluster", "web", "state=waiting"]);
+    assert!(!h.path("view.yml.lock").exists(), "no lock beside the link");
+}
+
+#[test]
+fn leftovers_of_a_killed_writer_are_cleaned_up() {
+    let h = Harness::with_fixture(Backend::File);
+    // What a `set` SIGKILLed mid-write leaves: a full-size temporary, and
+    // the writers' lock file (not held by anyone any more).
+    let temp = h.path(".view.yml.convergent-Ab12Cd");
+    std::fs::copy(h.store_file(), &temp).unwrap();
+    std::fs::write(h.path("view.yml.lock"), "").unwrap();
+    // Someone else's file that merely looks similar is left alone.
+    let other = h.path(".other.yml.convergent-Ab12Cd");
+    std::fs::write(&other, "x").unwrap();
+    h.ok(&["set", "--cluster", "web", "state=off"]);
+    assert!(!temp.exists(), "the temporary is removed");
+    assert!(
+        !h.path("view.yml.lock").exists(),
+        "the lock file is removed"
+    );
+    assert!(other.exists());
+    let names: Vec<String> = std::fs::read_dir(h.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".view.yml") || n.starts_with("view.yml."))
+        .collect();
+    assert!(names.is_empty(), "nothing left beside the view: {names:?}");
+}
