@@ -27,6 +27,9 @@ pub struct Current {
     pub docs: Vec<Option<Value>>,
     /// The entries each document was folded from.
     pub trees: Vec<Vec<Entry>>,
+    /// True when the previous attempt's write got no answer (it may or may
+    /// not have landed): this read is what tells.
+    pub after_lost_answer: bool,
 }
 
 /// Reads the documents at `keys`, lets `change` compute their new values
@@ -50,7 +53,7 @@ where
             Err(e) if e.is_unavailable() => return Err(unknown_outcome.unwrap_or(e)),
             Err(e) => return Err(e),
         };
-        unknown_outcome = None;
+        let after_lost_answer = unknown_outcome.take().is_some();
         let docs = keys
             .iter()
             .zip(&snapshot.trees)
@@ -59,6 +62,7 @@ where
         let current = Current {
             docs,
             trees: snapshot.trees,
+            after_lost_answer,
         };
         let Some(new_docs) = change(&current)? else {
             return Ok(current.docs);
@@ -225,6 +229,7 @@ mod tests {
         let current = Current {
             docs: vec![Some(json!({"state": "off"}))],
             trees: vec![entries],
+            after_lost_answer: false,
         };
         let txn = transaction(
             &["p/d".to_string()],

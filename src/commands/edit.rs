@@ -108,6 +108,10 @@ const ROLLOUT: usize = 4;
 struct EditReport {
     key: String,
     changes: Vec<FieldChange>,
+    /// The store's answer to the write was lost, and a re-read found the
+    /// write (its history entry) in place.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    applied_after_lost_answer: bool,
 }
 
 fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>) -> Result<()> {
@@ -138,6 +142,10 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
 
     let store = ctx.open_store()?;
     let mut changes = Vec::new();
+    // The history entry of the last write tried, to recognise it if its
+    // answer is lost and a re-read finds nothing left to do.
+    let mut tried: Option<Value> = None;
+    let mut applied_after_lost_answer = false;
     update(store.as_ref(), &keys, |current| {
         let docs = &current.docs;
         if docs[desired].is_none() && docs[SCHEMA].is_none() && !target.create {
@@ -161,7 +169,18 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
         // An emptied node override is removed rather than kept as `{}`.
         let new = (target.node.is_none() || doc != json!({})).then_some(doc);
         if new == old {
-            changes.clear();
+            let landed = current.after_lost_answer
+                && tried.as_ref().is_some_and(|entry| {
+                    docs[HISTORY]
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .is_some_and(|h| h.contains(entry))
+                });
+            if landed {
+                applied_after_lost_answer = true;
+            } else {
+                changes.clear();
+            }
             return Ok(None);
         }
 
@@ -203,6 +222,7 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
             changes.clone(),
             target.reason.clone(),
         );
+        tried = serde_json::to_value(&change).ok();
         let history = history::append(docs[HISTORY].as_ref(), &keys[HISTORY], change)?;
         let mut written = docs.clone();
         written[TARGET] = new;
@@ -213,6 +233,7 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
     let report = EditReport {
         key: target_key,
         changes,
+        applied_after_lost_answer,
     };
     match ctx.format_or(Format::Table) {
         Format::Table => output::print(&report.to_text()),
@@ -267,6 +288,12 @@ impl EditReport {
                     show(&c.to)
                 )
             })
+            .chain(self.applied_after_lost_answer.then(|| {
+                format!(
+                    "{}: applied (the store's answer was lost; a re-read shows the write in place)\n",
+                    self.key
+                )
+            }))
             .collect()
     }
 }

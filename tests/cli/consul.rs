@@ -816,7 +816,7 @@ fn a_document_of_many_sub_keys_is_rewritten_in_one_transaction(backend: Backend)
 fn a_write_whose_answer_was_lost_is_never_sent_again() {
     let h = Harness::with_fixture(Backend::ConsulDouble);
     let double = h.consul_double();
-    double.lose_next_answer("PUT", "/v1/txn");
+    double.lose_next_write_answer();
     double.clear_requests();
     let out = h.run(&[
         "set",
@@ -827,6 +827,14 @@ fn a_write_whose_answer_was_lost_is_never_sent_again() {
         "lost answer",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // What an audit reads: the change, and that it was applied.
+    let said = stdout(&out);
+    assert!(!said.contains("no change"), "{said}");
+    assert!(said.contains("version \"2.4.0\" -> \"2.4.2\""), "{said}");
+    assert!(
+        said.contains("applied (the store's answer was lost"),
+        "{said}"
+    );
     let writes = double
         .requests()
         .into_iter()

@@ -68,6 +68,9 @@ pub struct Logged {
     pub token: Option<String>,
 }
 
+/// What [`ConsulDouble::lose_next_write_answer`] matches.
+const WRITE_TXN: &str = "/v1/txn (a write)";
+
 impl std::ops::Deref for Logged {
     type Target = Request;
 
@@ -79,20 +82,25 @@ impl std::ops::Deref for Logged {
 impl Logged {
     /// Whether this was a transaction that writes (not only reads or checks).
     pub fn is_write_txn(&self) -> bool {
-        let body = String::from_utf8_lossy(&self.body);
-        self.path == "/v1/txn"
-            && [
-                "set",
-                "cas",
-                "delete",
-                "delete-cas",
-                "delete-tree",
-                "lock",
-                "unlock",
-            ]
-            .iter()
-            .any(|verb| body.contains(&format!("\"Verb\":\"{verb}\"")))
+        is_write_txn(&self.request)
     }
+}
+
+/// Whether `request` is a transaction that writes (not only reads or checks).
+fn is_write_txn(request: &Request) -> bool {
+    let body = String::from_utf8_lossy(&request.body);
+    request.path == "/v1/txn"
+        && [
+            "set",
+            "cas",
+            "delete",
+            "delete-cas",
+            "delete-tree",
+            "lock",
+            "unlock",
+        ]
+        .iter()
+        .any(|verb| body.contains(&format!("\"Verb\":\"{verb}\"")))
 }
 
 /// A copy of one datacenter's state, to restore later (indexes included).
@@ -307,6 +315,12 @@ impl ConsulDouble {
             .push((method.to_string(), path.to_string()));
     }
 
+    /// Like [`ConsulDouble::lose_next_answer`] for the next transaction
+    /// that writes (reads go through `/v1/txn` too).
+    pub fn lose_next_write_answer(&self) {
+        self.lose_next_answer("PUT", WRITE_TXN);
+    }
+
     /// Moves the local datacenter's Raft index (and KV table index) to `index`.
     pub fn set_index(&self, index: u64) {
         let mut state = self.state();
@@ -378,7 +392,10 @@ fn serve(shared: &Shared, stream: TcpStream) {
         }
         {
             let mut lose = shared.lose.lock().unwrap();
-            let matches = |(m, p): &(String, String)| *m == request.method && *p == request.path;
+            let matches = |(m, p): &(String, String)| {
+                *m == request.method
+                    && (*p == request.path || (p == WRITE_TXN && is_write_txn(&request)))
+            };
             if response.status == 200 && lose.first().is_some_and(matches) {
                 lose.remove(0);
                 return; // applied, but the answer never arrives
