@@ -193,10 +193,23 @@ fn indent(out: &mut String, n: usize) {
     out.extend(std::iter::repeat_n(' ', n));
 }
 
+/// Longest key written as a plain `key: value`: YAML readers refuse an
+/// implicit key longer than 1024 characters, so longer ones are written
+/// explicitly (`? key` then `: value`), which every reader takes.
+const MAX_IMPLICIT_KEY: usize = 1000;
+
 fn write_map(out: &mut String, map: &Map<String, Value>, at: usize) {
     for (key, value) in map {
         indent(out, at);
-        out.push_str(&scalar(key));
+        let key = scalar(key);
+        if key.chars().count() > MAX_IMPLICIT_KEY {
+            out.push_str("? ");
+            out.push_str(&key);
+            out.push('\n');
+            indent(out, at);
+        } else {
+            out.push_str(&key);
+        }
         out.push(':');
         match value {
             Value::Object(inner) if !inner.is_empty() => {
@@ -350,6 +363,21 @@ mod tests {
             text,
             "a:\n  b:\n    - x: 1\n      \"y\": [1, 2]\n    - - z: null\n  e: {}\n  l: []\n"
         );
+        assert_eq!(parse_yaml(&text).unwrap(), v);
+    }
+
+    #[test]
+    fn keys_too_long_for_an_implicit_key_are_written_explicitly() {
+        let long = "k".repeat(5000);
+        let quoted = format!("{}é\"", "q".repeat(1100));
+        let v = json!({
+            "a": {long.clone(): {"b": 1, long.clone(): [1, {"x": 2}]}},
+            "s": [{long.clone(): "v", "y": 1}],
+            quoted.clone(): null,
+            "short": 1,
+        });
+        let text = to_yaml(&v);
+        assert!(text.contains(&format!("? {long}\n")), "{text}");
         assert_eq!(parse_yaml(&text).unwrap(), v);
     }
 

@@ -13,6 +13,7 @@ store_suite! {
     hostile_names_are_refused_at_every_entry_point,
     hostile_names_in_the_store_are_never_kicked,
     non_utf8_data_is_bad_data_on_every_command_and_never_served_from_cache,
+    long_keys_round_trip_through_export_and_import,
 }
 
 /// The names the issue reports: each became an option, a command or a
@@ -405,4 +406,24 @@ fn leftovers_of_a_killed_writer_are_cleaned_up() {
         .filter(|n| n.starts_with(".view.yml") || n.starts_with("view.yml."))
         .collect();
     assert!(names.is_empty(), "nothing left beside the view: {names:?}");
+}
+
+fn long_keys_round_trip_through_export_and_import(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    let long = "k".repeat(2000);
+    let odd = format!("{}: #{{", "q".repeat(1500));
+    h.ok(&["set", "--cluster", "web", &format!("{long}.inner=1")]);
+    h.ok(&["set", "--cluster", "web", &format!("{long}.{long}=x")]);
+    h.ok(&["set", "--cluster", "web", &format!("{odd}=2")]);
+    // Every command still reads the view (the file store rewrote it).
+    let doc = h.attributes("web", "web-01");
+    assert_eq!(doc["convergent"]["desired"][&long]["inner"], 1);
+    assert_eq!(doc["convergent"]["desired"][&odd], 2);
+    // export | import into an empty store of the same kind gives it back.
+    let yaml = h.ok(&["export"]).stdout;
+    let file = h.path("export.yml");
+    std::fs::write(&file, &yaml).unwrap();
+    let other = Harness::new(backend);
+    other.import(&file);
+    assert_eq!(other.export(), h.export());
 }
