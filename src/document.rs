@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::store::Entry;
+use crate::view_file;
 
 /// A path into a document: the keys of nested maps, outermost first.
 pub type Path = Vec<String>;
@@ -19,8 +20,11 @@ pub type Path = Vec<String>;
 ///
 /// Values are JSON where valid. Text that starts like a JSON document or a
 /// JSON string (`{`, `[`, `"`) must be valid JSON, so a broken document is an
-/// error naming the key rather than a surprising string. Other text that is not
-/// JSON (`off`, `2.4.1`) is a plain string. An empty value is `null`.
+/// error naming the key rather than a surprising string; a map with a key
+/// twice is refused, as in a view file. Other text that is not JSON (`off`,
+/// `2.4.1`) is a plain string, and so is an integer too large to be kept
+/// exactly (`123456789012345678901234567890` would become a float). An
+/// empty value is `null`.
 pub fn decode_value(key: &str, raw: &[u8]) -> Result<Value> {
     let text = std::str::from_utf8(raw)
         .map_err(|e| Error::bad_key(key, format!("value is not UTF-8 text: {e}")))?;
@@ -28,13 +32,22 @@ pub fn decode_value(key: &str, raw: &[u8]) -> Result<Value> {
     if text.is_empty() {
         return Ok(Value::Null);
     }
-    match serde_json::from_str::<Value>(text) {
+    match view_file::json_strict(text) {
+        Ok(Value::Number(n)) if n.is_f64() && is_integer_literal(text) => {
+            Ok(Value::String(text.to_string()))
+        }
         Ok(value) => Ok(value),
         Err(e) if text.starts_with(['{', '[', '"']) => {
             Err(Error::bad_key(key, format!("value is not valid JSON: {e}")))
         }
         Err(_) => Ok(Value::String(text.to_string())),
     }
+}
+
+/// `-?[0-9]+`: an integer written without fraction or exponent.
+fn is_integer_literal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Encodes a value for the store: compact JSON.
@@ -315,6 +328,12 @@ pub fn fold<'e>(
 
 /// Parses a dotted path (`app.version`) as given on the command line.
 pub fn parse_path(text: &str) -> std::result::Result<Path, String> {
+    let depth = text.split('.').count();
+    if depth > MAX_PATH_DEPTH {
+        return Err(format!(
+            "a key path of {depth} components is deeper than the limit of {MAX_PATH_DEPTH}"
+        ));
+    }
     let path: Path = text.split('.').map(str::to_string).collect();
     if path.iter().any(String::is_empty) {
         return Err(format!(
@@ -323,6 +342,10 @@ pub fn parse_path(text: &str) -> std::result::Result<Path, String> {
     }
     Ok(path)
 }
+
+/// Most components a key path may have: documents nest this deep at most,
+/// well within what every reader of the view (YAML, JSON) takes.
+pub const MAX_PATH_DEPTH: usize = 32;
 
 /// Renders a path as dotted text (`app.version`); the root renders as `.`.
 pub fn display_path(path: &[String]) -> String {

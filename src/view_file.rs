@@ -75,6 +75,12 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
+/// Parses JSON text with duplicate map keys refused (serde would keep the
+/// last one silently).
+pub fn json_strict(text: &str) -> serde_json::Result<Value> {
+    serde_json::from_str::<Strict>(text).map(|Strict(v)| v)
+}
+
 /// True for a `.json` file name.
 pub fn is_json(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json")

@@ -52,8 +52,10 @@ impl RolloutRecord {
                 )))
             }
         };
+        // Absent is "nobody released yet"; an explicit `null` (an empty
+        // `threshold:` line) is a mistake, not a number.
         let threshold = match map.get("threshold") {
-            None | Some(Value::Null) => 0.0,
+            None => 0.0,
             Some(Value::Number(n)) => match n.as_f64() {
                 Some(t) if (0.0..=1.0).contains(&t) => t,
                 _ => {

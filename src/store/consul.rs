@@ -299,13 +299,27 @@ fn token(env: Env) -> Result<Option<Secret>> {
             })?;
         let text = text.trim();
         if !text.is_empty() {
-            return Ok(Some(Secret(text.to_string())));
+            return checked_token("CONSUL_HTTP_TOKEN_FILE", text).map(Some);
         }
     }
-    Ok(env("CONSUL_HTTP_TOKEN")
+    env("CONSUL_HTTP_TOKEN")
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
-        .map(Secret))
+        .map(|t| checked_token("CONSUL_HTTP_TOKEN", &t))
+        .transpose()
+}
+
+/// A token goes in an HTTP header: a line break or other control character
+/// in it is bad configuration (exit 78), not a store that cannot be reached.
+/// The message never shows the token.
+fn checked_token(origin: &str, token: &str) -> Result<Secret> {
+    if token.chars().any(|c| c.is_control() || !c.is_ascii()) {
+        return Err(Error::config(
+            origin,
+            "the token holds a line break, control or non-ASCII character, which an HTTP header cannot carry",
+        ));
+    }
+    Ok(Secret(token.to_string()))
 }
 
 /// Percent-encodes `text` for a URL, keeping `/` when `keep_slash` (KV keys

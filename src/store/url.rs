@@ -152,6 +152,13 @@ impl FromStr for StoreUrl {
                             "store URL {s:?}: chroot {c:?} must not end with `/` or contain `//`"
                         ));
                     }
+                    // ZooKeeper refuses relative path components (at read
+                    // time, as bad data); say so now, as a bad URL.
+                    if c.split('/').any(|part| part == "." || part == "..") {
+                        return Err(format!(
+                            "store URL {s:?}: chroot {c:?} must not contain `.` or `..` components"
+                        ));
+                    }
                 }
                 Ok(StoreUrl::ZooKeeper {
                     servers,
@@ -214,9 +221,24 @@ fn host_list(url: &str, hosts: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// A host name, an IPv4 address, or an IPv6 address in brackets (`[::1]`).
+fn is_host(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        }
+    }
+}
+
 fn host_port<'a>(url: &str, hp: &'a str) -> Result<&'a str, String> {
     match hp.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(hp),
+        Some((host, port)) if is_host(host) && port.parse::<u16>().is_ok() => Ok(hp),
         _ => Err(format!("store URL {url:?}: {hp:?} is not HOST:PORT")),
     }
 }

@@ -427,3 +427,62 @@ fn long_keys_round_trip_through_export_and_import(backend: Backend) {
     other.import(&file);
     assert_eq!(other.export(), h.export());
 }
+
+#[test]
+fn small_cases_get_their_documented_codes() {
+    let h = Harness::with_fixture(Backend::File);
+    let before = h.export();
+    // `threshold: null` in a rollout record is not a number.
+    let view = h.path("null-threshold.yml");
+    std::fs::write(
+        &view,
+        "convergent:\n  clusters:\n    web:\n      desired: {state: on}\n  rollouts:\n    web:\n      id: web-1\n      threshold: null\n",
+    )
+    .unwrap();
+    let out = run_with(&h, &[], &["validate", view.to_str().unwrap()]);
+    assert_refused(&out, 65, &["threshold", "null"]);
+    // A JSON value with a key twice is refused, as in a view file.
+    let out = h.run(&["set", "--cluster", "web", r#"x={"a":1,"a":2}"#]);
+    assert_refused(&out, 64, &["duplicate key \"a\""]);
+    // A key path deeper than documents nest is a usage error.
+    let deep = vec!["k"; 5000].join(".");
+    let out = h.run(&["set", "--cluster", "web", &format!("{deep}=1")]);
+    assert_refused(&out, 64, &["5000 components", "limit of 32"]);
+    assert_eq!(h.export(), before, "nothing was written");
+    // An integer too large to keep exactly stays exactly what was typed.
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "serial=123456789012345678901234567890",
+    ]);
+    assert_eq!(
+        h.export()["convergent"]["clusters"]["web"]["desired"]["serial"],
+        "123456789012345678901234567890"
+    );
+    // Bad store URLs are usage errors at parse time.
+    for (url, needle) in [
+        ("etcd://[::1", "is not HOST:PORT"),
+        ("consul://a b:8500", "is not HOST:PORT"),
+        ("zk://127.0.0.1:2181/a/../x", "`..` components"),
+    ] {
+        let out = run_with(&h, &[], &["--store", url, "export"]);
+        assert_refused(&out, 64, &["--store", needle]);
+        // The same in the environment is bad configuration.
+        let out = run_with(&h, &[("CONVERGENT_STORE", url)], &["export"]);
+        assert_refused(&out, 78, &["CONVERGENT_STORE", needle]);
+    }
+    // A Consul token with a line break is bad configuration, not an
+    // unreachable store (which would serve the cache); it is never shown.
+    h.attributes("web", "web-01");
+    let out = run_with(
+        &h,
+        &[
+            ("CONVERGENT_STORE", "consul://127.0.0.1:9"),
+            ("CONSUL_HTTP_TOKEN", "s3cr3t\r\nX-Injected: 1"),
+        ],
+        &["attributes", "--cluster", "web", "--node", "web-01"],
+    );
+    assert_refused(&out, 78, &["CONSUL_HTTP_TOKEN", "line break"]);
+    assert!(!stderr(&out).contains("s3cr3t"));
+}
