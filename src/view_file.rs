@@ -408,13 +408,36 @@ mod tests {
         leaf.prop_recursive(4, 40, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(".*", inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(
+                    prop_oneof![4 => ".*", 1 => "[a-z:# \"é]{990,1100}"],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
 
     proptest! {
+        /// Whatever the text, parsing ends with a tree or an error naming
+        /// the file: no panic, and nesting past the limit always refused.
+        #[test]
+        fn arbitrary_text_parses_or_is_refused(
+            text in "[ -~\n\té\u{200B}]{0,300}",
+            open in prop::collection::vec(prop_oneof![Just("{a: "), Just("["), Just("- ")], 0..100),
+        ) {
+            let deep = format!("a: {}{text}", open.concat());
+            for candidate in [&text, &deep] {
+                if let Err(e) = parse_yaml(candidate) {
+                    prop_assert!(e.to_string().contains("v.yml"), "{e}");
+                }
+            }
+            let flow = open.iter().filter(|o| **o != "- ").count();
+            if flow > crate::yaml_text::MAX_FLOW_DEPTH && !text.contains(['#', '"', '\'', '\n']) {
+                prop_assert!(parse_yaml(&deep).is_err());
+            }
+        }
+
         #[test]
         fn emitted_yaml_parses_back_equal(v in json_value()) {
             let doc = json!({"root": v});

@@ -486,3 +486,87 @@ fn small_cases_get_their_documented_codes() {
     assert_refused(&out, 78, &["CONSUL_HTTP_TOKEN", "line break"]);
     assert!(!stderr(&out).contains("s3cr3t"));
 }
+
+mod fuzz {
+    //! Property runs of the real binary on random input: never a panic,
+    //! only documented exit codes, bounded time, nothing written on failure.
+    //! Bounded by their case counts (a few seconds each); `scripts/test`
+    //! runs them with the rest.
+
+    use proptest::prelude::*;
+
+    use super::run_with;
+    use crate::support::{stderr, Backend, Harness};
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 48,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn set_arguments(
+            key in prop_oneof!["[a-z.]{1,20}", "[ -~]{0,30}", "(k\\.){30,40}k"],
+            value in prop_oneof![
+                "[ -~]{0,40}",
+                Just(r#"{"a":1,"a":2}"#.to_string()),
+                "-?[0-9]{15,40}",
+                "\\{[ -~]{0,20}",
+                "[\\u{1}-\\u{10FFFF}]{0,10}",
+            ],
+            node in prop_oneof![Just(None), "[ -~\\u{200B}]{0,12}".prop_map(Some)],
+        ) {
+            let h = Harness::with_fixture(Backend::File);
+            let before = std::fs::read(h.store_file()).unwrap();
+            let assignment = format!("{key}={value}");
+            let node_arg = node.as_ref().map(|n| format!("--node={n}"));
+            let mut args = vec!["set", "--cluster", "web"];
+            args.extend(node_arg.as_deref());
+            args.extend(["--", &assignment]);
+            let out = run_with(&h, &[], &args);
+            let code = out.status.code();
+            prop_assert!(
+                matches!(code, Some(0 | 64 | 65)),
+                "{args:?}: exit {code:?}: {}",
+                stderr(&out)
+            );
+            if code != Some(0) {
+                prop_assert_eq!(std::fs::read(h.store_file()).unwrap(), before);
+                prop_assert!(out.stdout.is_empty());
+            } else {
+                // What `set` accepted reads back, through export and import.
+                let yaml = h.run(&["export"]).stdout;
+                let file = h.path("round-trip.yml");
+                std::fs::write(&file, yaml).unwrap();
+                let other = Harness::new(Backend::File);
+                let imported = other.run(&["import", file.to_str().unwrap()]);
+                prop_assert!(imported.status.success(), "{}", stderr(&imported));
+            }
+        }
+
+        #[test]
+        fn view_files(
+            text in "[ -~\\n\\u{80}-\\u{FF}\\u{200B}]{0,200}",
+            depth in 0usize..120,
+        ) {
+            let h = Harness::with_fixture(Backend::File);
+            let before = std::fs::read(h.store_file()).unwrap();
+            let file = h.path("fuzz.yml");
+            std::fs::write(&file, format!("convergent:\n  defaults: {}{text}\n", "[".repeat(depth))).unwrap();
+            let name = file.to_str().unwrap();
+            let out = run_with(&h, &[], &["validate", name]);
+            prop_assert!(matches!(out.status.code(), Some(0 | 65)), "{}", stderr(&out));
+            let out = run_with(&h, &[], &["import", name]);
+            let code = out.status.code();
+            prop_assert!(matches!(code, Some(0 | 65)), "{}", stderr(&out));
+            if code != Some(0) {
+                prop_assert_eq!(std::fs::read(h.store_file()).unwrap(), before);
+            }
+        }
+    }
+}
