@@ -99,7 +99,7 @@ pub fn redact(message: &str) -> String {
         let quote = rest.as_bytes()[open] as char;
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let Some(close) = after.find(quote) else {
+        let Some(close) = closing(after, quote) else {
             // An unterminated quote: nothing after it can be trusted.
             out.push(quote);
             out.push('…');
@@ -113,6 +113,21 @@ pub fn redact(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Where the quoted text `after` an opening `quote` ends; inside `"…"` a
+/// backslash escapes the next character (parsers print strings that way).
+fn closing(after: &str, quote: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in after.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quote == '"' => escaped = true,
+            c if c == quote => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// True for text safe to repeat from a file: a short plain name
@@ -170,6 +185,10 @@ mod tests {
             "invalid type: string \"…\", expected a map"
         );
         assert_eq!(redact("duplicate key \"web\""), "duplicate key \"web\"");
+        assert_eq!(
+            redact(r#"invalid type: string "NAME=\"Debian\" ID=\"x\"", expected struct"#),
+            "invalid type: string \"…\", expected struct"
+        );
         assert_eq!(redact("open `abc"), "open `…");
     }
 }

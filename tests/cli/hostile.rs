@@ -265,38 +265,15 @@ fn pathological_nesting_is_refused_up_front() {
 #[test]
 fn errors_never_echo_the_content_of_a_file_that_is_not_ours() {
     let h = Harness::with_fixture(Backend::File);
-    let shadow = h.path("shadow");
-    std::fs::write(
-        &shadow,
+    // Shaped like /etc/shadow, and like /etc/os-release (quoted values,
+    // which parsers print with escaped quotes).
+    for content in [
         "root:*:19000:0:99999:7:::\ndaemon:$6$s3cr3t$hash:19000:0:99999:7:::\n",
-    )
-    .unwrap();
-    let name = shadow.to_str().unwrap();
-    let store = format!("file:{name}");
-    let attributes = ["attributes", "--cluster", "web", "--node", "web-01"];
-    for (env, args, code, needle) in [
-        (vec![], vec!["validate", name], 65, name),
-        (vec![], vec!["rollout", "run", name], 65, name),
-        // Read as a view, it holds no cluster at all.
-        (
-            vec![("CONVERGENT_STORE", store.as_str())],
-            attributes.to_vec(),
-            65,
-            "unknown cluster",
-        ),
-        (
-            vec![("CONVERGENT_CONFIG", name)],
-            attributes.to_vec(),
-            78,
-            name,
-        ),
+        "NAME=\"root:* 19000\"\nPASSWORD=\"s3cr3t \\\" daemon\"\n",
     ] {
-        let out = run_with(&h, &env, &args);
-        assert_refused(&out, code, &[needle]);
-        let err = stderr(&out);
-        for secret in ["root:*", "19000", "s3cr3t", "daemon"] {
-            assert!(!err.contains(secret), "{args:?} echoes {secret:?}: {err}");
-        }
+        let shadow = h.path("shadow");
+        std::fs::write(&shadow, content).unwrap();
+        assert_no_echo(&h, shadow.to_str().unwrap());
     }
     // A config with an unknown field still names it when it is a plain name.
     let config = h.path("typo.yml");
@@ -304,7 +281,7 @@ fn errors_never_echo_the_content_of_a_file_that_is_not_ours() {
     let out = run_with(
         &h,
         &[("CONVERGENT_CONFIG", config.to_str().unwrap())],
-        &attributes,
+        &["attributes", "--cluster", "web", "--node", "web-01"],
     );
     assert_refused(
         &out,
@@ -567,6 +544,35 @@ mod fuzz {
             if code != Some(0) {
                 prop_assert_eq!(std::fs::read(h.store_file()).unwrap(), before);
             }
+        }
+    }
+}
+
+fn assert_no_echo(h: &Harness, name: &str) {
+    let store = format!("file:{name}");
+    let attributes = ["attributes", "--cluster", "web", "--node", "web-01"];
+    for (env, args, code, needle) in [
+        (vec![], vec!["validate", name], 65, name),
+        (vec![], vec!["rollout", "run", name], 65, name),
+        // Read as a view: not a map, or a map with no cluster at all.
+        (
+            vec![("CONVERGENT_STORE", store.as_str())],
+            attributes.to_vec(),
+            65,
+            "error",
+        ),
+        (
+            vec![("CONVERGENT_CONFIG", name)],
+            attributes.to_vec(),
+            78,
+            name,
+        ),
+    ] {
+        let out = run_with(h, &env, &args);
+        assert_refused(&out, code, &[needle]);
+        let err = stderr(&out);
+        for secret in ["root:*", "19000", "s3cr3t", "daemon"] {
+            assert!(!err.contains(secret), "{args:?} echoes {secret:?}: {err}");
         }
     }
 }
