@@ -11,6 +11,7 @@ use crate::document::is_generation;
 use crate::error::{Error, Result};
 use crate::resolve::Resolution;
 use crate::store::StoreKind;
+use crate::yaml_text;
 
 /// The whole printed document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,8 +114,12 @@ impl AttributesDocument {
             path: path.to_path_buf(),
             problem,
         };
-        let doc: AttributesDocument = serde_json::from_str(text)
-            .map_err(|e| bad(format!("not a convergent attributes document: {e}")))?;
+        let doc: AttributesDocument = serde_json::from_str(text).map_err(|e| {
+            bad(format!(
+                "not a convergent attributes document: {}",
+                yaml_text::redact(&e.to_string())
+            ))
+        })?;
         if !is_generation(&doc.convergent.generation) {
             return Err(bad(format!(
                 "not a convergent attributes document: generation {:?} is not 16 hex digits",
