@@ -238,12 +238,16 @@ fn an_unwritable_cache_still_prints_the_fresh_result_and_warns() {
     let h = Harness::with_fixture(Backend::File);
     std::fs::write(h.path("blocker"), "a file, not a folder").unwrap();
     let fresh = h.attributes("web", "web-01");
-    let out = h
-        .cmd()
-        .args(["attributes", "--cluster", "web", "--node", "web-01"])
-        .env("CONVERGENT_CACHE_DIR", h.path("blocker/cache"))
-        .output()
-        .unwrap();
+    // `attributes` for web-01 with the cache under a file (unwritable).
+    let blocked = |extra: &[&std::ffi::OsStr]| {
+        h.cmd()
+            .args(["attributes", "--cluster", "web", "--node", "web-01"])
+            .args(extra)
+            .env("CONVERGENT_CACHE_DIR", h.path("blocker/cache"))
+            .output()
+            .unwrap()
+    };
+    let out = blocked(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -257,34 +261,9 @@ fn an_unwritable_cache_still_prints_the_fresh_result_and_warns() {
     );
     // --output is still written; only its own failure is 73.
     let output = h.path("out.json");
-    let out = h
-        .cmd()
-        .args([
-            "attributes",
-            "--cluster",
-            "web",
-            "--node",
-            "web-01",
-            "--output",
-        ])
-        .arg(&output)
-        .env("CONVERGENT_CACHE_DIR", h.path("blocker/cache"))
-        .output()
-        .unwrap();
+    let out = blocked(&["--output".as_ref(), output.as_os_str()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(output.exists());
-    let out = h
-        .cmd()
-        .args([
-            "attributes",
-            "--cluster",
-            "web",
-            "--node",
-            "web-01",
-            "--output",
-        ])
-        .arg(h.path("blocker/out.json"))
-        .output()
-        .unwrap();
+    let out = blocked(&["--output".as_ref(), h.path("blocker/out.json").as_os_str()]);
     assert_refused(&out, 73, &["blocker"]);
 }
