@@ -302,6 +302,7 @@ mod tests {
                 desired: json!({"state": "off"}),
                 generation: generation(&json!({"state": "off"})),
                 rollout: None,
+                constraints: None,
                 source: Source {
                     store: "file".into(),
                     revision: None,

@@ -97,6 +97,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// The node's desired state waits for other clusters and nothing
+    /// compatible can be given meanwhile (exit 75).
+    #[error("{0}")]
+    Held(String),
+
     /// The configuration is wrong; `origin` names the file, variable or flag (exit 78).
     #[error("bad configuration in {origin}: {problem}")]
     Config { origin: String, problem: String },
@@ -117,7 +122,10 @@ impl Error {
             | Error::Invalid { .. } => exit::DATA,
             Error::Unavailable { .. } | Error::UnavailableNoCache { .. } => exit::UNAVAILABLE,
             Error::CannotWrite { .. } => exit::CANT_CREATE,
-            Error::Conflict { .. } | Error::LockHeld { .. } | Error::Stopped(_) => exit::TEMP_FAIL,
+            Error::Conflict { .. }
+            | Error::LockHeld { .. }
+            | Error::Stopped(_)
+            | Error::Held(_) => exit::TEMP_FAIL,
             Error::PermissionDenied { .. } => exit::NO_PERMISSION,
             Error::Config { .. } => exit::CONFIG,
         }

@@ -231,7 +231,9 @@ impl Fleet {
 
     /// The nodes' reports under `root`, each read straight from its JSON when
     /// it is one value (the way `report` writes it), else folded first.
-    fn reports_by_node(
+    /// Every node's report under `root` (`P/observed/C`), by node name;
+    /// one that does not parse is kept as the reason why.
+    pub fn reports_by_node(
         root: &str,
         entries: &[Entry],
         problems: &mut Vec<String>,

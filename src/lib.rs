@@ -7,7 +7,9 @@
 //!   environment and the config file, [`commands`] runs each command.
 //! - [`store`] is the shared view behind one trait, one backend per file.
 //! - [`document`] folds keys into documents and merges them; [`resolve`]
-//!   computes a node's desired state from the layers of [`layout`].
+//!   computes a node's desired state from the layers of [`layout`];
+//!   [`constraints`] are what one cluster requires of another, and
+//!   [`compatible`] holds a node to a state whose constraints are met.
 //! - [`rollout`] holds ranks, rollout records and plans; [`schema`] the
 //!   allowed states; [`history`] who changed what; [`update`] the
 //!   compare-and-set loop; [`cache`] the last-known-good results;
@@ -19,7 +21,9 @@ pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod compatible;
 pub mod config;
+pub mod constraints;
 pub mod document;
 pub mod error;
 pub mod fleet;

@@ -7,6 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::compatible::Gated;
+use crate::constraints::ConstraintStatus;
 use crate::document::is_generation;
 use crate::error::{Error, Result};
 use crate::resolve::Resolution;
@@ -37,6 +39,10 @@ pub struct NodeAttributes {
     pub generation: String,
     /// The rollout touching the cluster, or `null`.
     pub rollout: Option<RolloutSummary>,
+    /// Whether the constraints of the desired state hold, and what the
+    /// node was held to when not; absent when it requires nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<ConstraintStatus>,
     /// Where and when this was read.
     pub source: Source,
 }
@@ -71,6 +77,18 @@ pub struct Source {
 
 impl AttributesDocument {
     /// The document for a fresh resolution.
+    pub fn from_gated(
+        gated: &Gated,
+        store: StoreKind,
+        revision: Option<u64>,
+        fetched_at: String,
+    ) -> Self {
+        let mut doc = Self::from_resolution(&gated.resolution, store, revision, fetched_at);
+        doc.convergent.constraints = gated.constraints.clone();
+        doc
+    }
+
+    /// The document for a fresh resolution, without constraints.
     pub fn from_resolution(
         r: &Resolution,
         store: StoreKind,
@@ -89,6 +107,7 @@ impl AttributesDocument {
                     released: d.released,
                     status: d.status.clone(),
                 }),
+                constraints: None,
                 source: Source {
                     store: store.name().to_string(),
                     revision,

@@ -11,8 +11,10 @@
 //!       duration_s: 42.1                # when given
 //!       convergent_version: 0.1.0
 //!       stale: false                    # it converged to a cached desired state
+//!       offers: { version: "2.4.1" }     # for other clusters' `requires`
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -69,6 +71,10 @@ pub struct ObservedReport {
     /// The run used a cached desired state (the store was unreachable).
     #[serde(default)]
     pub stale: bool,
+    /// What the node offers other clusters' constraints (its desired
+    /// `version` and `offers`), when it reported from an attributes file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub offers: BTreeMap<String, Value>,
 }
 
 impl ObservedReport {

@@ -32,6 +32,8 @@ pub enum LayerKind {
     RolloutPatch,
     /// `P/clusters/C/nodes/N`
     NodeOverride,
+    /// The schema's `hold` state, taken while constraints are not met.
+    ConstraintHold,
 }
 
 impl fmt::Display for LayerKind {
@@ -41,6 +43,7 @@ impl fmt::Display for LayerKind {
             LayerKind::Cluster => "cluster desired",
             LayerKind::RolloutPatch => "rollout patch",
             LayerKind::NodeOverride => "node override",
+            LayerKind::ConstraintHold => "constraint hold",
         })
     }
 }
@@ -259,11 +262,31 @@ impl ClusterInputs {
 
     /// Resolves the desired state of `node`, with its override if it has one.
     pub fn resolve(&self, node: &str, node_override: Option<&Layer>) -> Result<Resolution> {
+        self.resolve_with(node, node_override, false)
+    }
+
+    /// Resolves `node` as if it were not released: the cluster's desired
+    /// state before the rollout, where a node is held when the rollout's
+    /// state needs what other clusters do not offer yet.
+    pub fn resolve_withholding_patch(
+        &self,
+        node: &str,
+        node_override: Option<&Layer>,
+    ) -> Result<Resolution> {
+        self.resolve_with(node, node_override, true)
+    }
+
+    fn resolve_with(
+        &self,
+        node: &str,
+        node_override: Option<&Layer>,
+        withhold_patch: bool,
+    ) -> Result<Resolution> {
         let rollout = self.rollout_decision(node);
         let released_patch = self
             .rollout
             .as_ref()
-            .filter(|_| rollout.as_ref().is_some_and(|d| d.released))
+            .filter(|_| !withhold_patch && rollout.as_ref().is_some_and(|d| d.released))
             .map(|r| &r.patch);
         let layers: Vec<&Layer> = [
             self.defaults.as_ref(),

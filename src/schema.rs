@@ -9,6 +9,7 @@
 //!     "off": [waiting]
 //!     waiting: ["off", converged]
 //!     converged: ["off", waiting]
+//!   hold: waiting           # optional; taken while `requires` are not met
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,10 @@ pub struct Schema {
     /// For each state, the states it may change to; `None` allows any change.
     #[serde(default)]
     pub transitions: Option<BTreeMap<String, Vec<String>>>,
+    /// The state a node takes while the constraints of its desired state
+    /// are not met and no earlier state is compatible (`waiting`).
+    #[serde(default)]
+    pub hold: Option<String>,
 }
 
 impl Schema {
@@ -52,6 +57,12 @@ impl Schema {
             if !seen.insert(s) {
                 return Err(format!("`states` lists {s:?} twice"));
             }
+        }
+        if let Some(hold) = self.hold.as_ref().filter(|h| !seen.contains(h)) {
+            return Err(format!(
+                "`hold` is {hold:?}, which is not one of the states ({})",
+                self.states.join(", ")
+            ));
         }
         for (from, targets) in self.transitions.iter().flatten() {
             for s in std::iter::once(from).chain(targets) {

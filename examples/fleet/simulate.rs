@@ -239,6 +239,7 @@ impl Worker {
             }
         }
         let report = ObservedReport {
+            offers: convergent::constraints::offers(&resolution.desired),
             generation: resolution.generation,
             status: ReportStatus::Success,
             state: resolution.state,

@@ -103,6 +103,7 @@ pub fn fleet_view(nodes: usize, rollout: bool) -> Result<Value, String> {
             overrides.insert(node.clone(), doc);
         }
         let report = ObservedReport {
+            offers: convergent::constraints::offers(&resolution.desired),
             generation: resolution.generation,
             status: ReportStatus::Success,
             state: resolution.state,

@@ -8,6 +8,7 @@ use crate::cache::{Cache, CacheKey};
 use crate::cli::{AttributesArgs, OnUnreachable};
 use crate::clock::{format_age, now_rfc3339};
 use crate::commands::Context;
+use crate::compatible::resolve_compatible;
 use crate::error::{Error, Result};
 use crate::node_attributes::AttributesDocument;
 use crate::output;
@@ -60,12 +61,18 @@ pub fn fetch(
     node: &str,
 ) -> Result<AttributesDocument> {
     let fetched_at = now_rfc3339();
-    let inputs = read_node_inputs(store, &ctx.layout(), cluster, node)?;
-    let resolution = inputs
-        .cluster
-        .resolve(node, inputs.node_override.as_ref())?;
-    Ok(AttributesDocument::from_resolution(
-        &resolution,
+    let layout = ctx.layout();
+    let inputs = read_node_inputs(store, &layout, cluster, node)?;
+    let gated = resolve_compatible(
+        store,
+        &layout,
+        &inputs,
+        node,
+        ctx.settings.member_ttl,
+        SystemTime::now(),
+    )?;
+    Ok(AttributesDocument::from_gated(
+        &gated,
         store.kind(),
         inputs.revision,
         fetched_at,

@@ -2,12 +2,16 @@
 //! `P/observed/C/N`. Bounded by `--timeout` in all, so a store that is down
 //! never holds up a chef run for long.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::cli::ReportArgs;
 use crate::clock::now_rfc3339;
 use crate::commands::Context;
+use crate::constraints;
 use crate::document::{encode_value, is_generation};
 use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
@@ -24,6 +28,7 @@ struct Applied {
     generation: String,
     state: Option<String>,
     stale: bool,
+    offers: BTreeMap<String, Value>,
 }
 
 /// Runs `report`.
@@ -50,6 +55,7 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
         message: args.message.as_deref().map(bounded_message),
         convergent_version: env!("CARGO_PKG_VERSION").to_string(),
         stale: applied.stale,
+        offers: applied.offers.clone(),
     };
 
     // Two calls (check the cluster, then write): each gets half of --timeout.
@@ -135,6 +141,7 @@ fn from_attributes_file(ctx: &Context, args: &ReportArgs, path: &Path) -> Result
         generation: doc.generation,
         state: doc.state,
         stale: doc.source.stale,
+        offers: constraints::offers(&doc.desired),
     })
 }
 
@@ -152,5 +159,6 @@ fn from_flags(ctx: &Context, args: &ReportArgs) -> Result<Applied> {
         generation,
         state: args.state.clone(),
         stale: false,
+        offers: BTreeMap::new(),
     })
 }
