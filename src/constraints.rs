@@ -328,7 +328,9 @@ pub fn evaluate(
 
 fn plain(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        // Offered values come from nodes' reports: escaped, so a control
+        // character in one cannot rewrite a terminal line.
+        Value::String(s) => s.escape_default().to_string(),
         other => other.to_string(),
     }
 }
@@ -392,6 +394,87 @@ fn walk(
             path.pop();
         }
     }
+}
+
+/// One cluster's desired state as a view declares it: the standing
+/// document, and the one its active rollout moves nodes to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeclaredCluster {
+    /// Key of the desired document, for messages.
+    pub key: String,
+    /// `P/clusters/C/desired` (defaults merged under it).
+    pub standing: Value,
+    /// The standing document with the rollout patch over it, when a rollout
+    /// is active.
+    pub next: Option<Value>,
+}
+
+impl DeclaredCluster {
+    /// The state the cluster ends in.
+    fn end(&self) -> &Value {
+        self.next.as_ref().unwrap_or(&self.standing)
+    }
+}
+
+/// Checks the constraints of a whole view: every range parses, every
+/// cluster required exists, each requirement is met by the end state of
+/// the cluster it names (otherwise it could never hold), and no clusters
+/// wait for each other in a cycle (each one's next state needs the other's
+/// next state first, so none can ever move). Problems name the key.
+pub fn check_declared(clusters: &BTreeMap<String, DeclaredCluster>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut waits: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, c) in clusters {
+        for doc in std::iter::once(&c.standing).chain(c.next.as_ref()) {
+            let reqs = match requirements(doc) {
+                Ok(reqs) => reqs,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", c.key));
+                    continue;
+                }
+            };
+            for req in reqs {
+                let Some(other) = clusters.get(&req.cluster) else {
+                    problems.push(format!(
+                        "{}: `{REQUIRES}.{}` names a cluster the view does not have",
+                        c.key, req.cluster
+                    ));
+                    continue;
+                };
+                // Only the state the cluster ends in must be satisfiable:
+                // the standing one is on its way out.
+                if !std::ptr::eq(doc, c.end()) {
+                    continue;
+                }
+                let satisfied_by =
+                    |doc: &Value| req.keys.iter().all(|(k, m)| m.accepts(offers(doc).get(k)));
+                if !satisfied_by(other.end()) {
+                    problems.push(format!(
+                        "{}: `{REQUIRES}.{}` ({req}) is not met even by {}'s own desired state ({}), so it could never hold",
+                        c.key,
+                        req.cluster,
+                        req.cluster,
+                        serde_json::to_string(&offers(other.end())).expect("offers serialize")
+                    ));
+                } else if !satisfied_by(&other.standing) {
+                    waits
+                        .entry(name.clone())
+                        .or_default()
+                        .push(req.cluster.clone());
+                }
+            }
+        }
+    }
+    for cycle in cycles(&waits) {
+        let mut shown = cycle.clone();
+        shown.push(cycle[0].clone());
+        problems.push(format!(
+            "{}: clusters wait for each other in a cycle ({}): each one's next state needs the next one's new version reported first, so none can ever move",
+            clusters[&cycle[0]].key,
+            shown.join(" -> ")
+        ));
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -540,6 +623,48 @@ mod tests {
         assert_eq!(Share::Percent(0.0).needed(3), 1);
         assert_eq!(Share::Count(2).needed(10), 2);
         assert_eq!(Share::Percent(100.0).needed(0), 1);
+    }
+
+    fn declared(standing: Value, next: Option<Value>) -> DeclaredCluster {
+        DeclaredCluster {
+            key: "k".into(),
+            standing,
+            next,
+        }
+    }
+
+    #[test]
+    fn declared_views_are_checked() {
+        let ok = BTreeMap::from([
+            (
+                "web".to_string(),
+                declared(
+                    json!({"version": "2.4"}),
+                    Some(json!({"version": "2.5", "requires": {"db": {"version": ">=5.1"}}})),
+                ),
+            ),
+            (
+                "db".to_string(),
+                declared(json!({"version": "5.0"}), Some(json!({"version": "5.1"}))),
+            ),
+        ]);
+        assert!(check_declared(&ok).is_empty());
+
+        let mut never = ok.clone();
+        never.get_mut("db").unwrap().next = None;
+        let problems = check_declared(&never);
+        assert!(problems[0].contains("could never hold"), "{problems:?}");
+
+        let mut missing = ok.clone();
+        missing.remove("db");
+        assert!(check_declared(&missing)[0].contains("does not have"));
+
+        let mut cyclic = ok.clone();
+        cyclic.get_mut("db").unwrap().next =
+            Some(json!({"version": "5.1", "requires": {"web": {"version": ">=2.5"}}}));
+        let problems = check_declared(&cyclic);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("db -> web -> db"), "{problems:?}");
     }
 
     #[test]

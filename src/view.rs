@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::constraints::{check_declared, DeclaredCluster};
+use crate::document::{merged, Nulls};
 use crate::error::Error;
 use crate::layout::{check_name, Layout, NameKind, Prefix};
 use crate::rollout::record::RolloutRecord;
@@ -92,7 +94,53 @@ pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
             )),
         }
     }
+    out.problems
+        .extend(check_declared(&declared_clusters(root, &layout)));
     out.documents.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Each cluster's standing and next desired document, as the view file
+/// declares them, for the constraint checks.
+fn declared_clusters(
+    root: &serde_json::Map<String, Value>,
+    layout: &Layout,
+) -> BTreeMap<String, DeclaredCluster> {
+    let defaults = root
+        .get("defaults")
+        .filter(|d| d.is_object())
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let mut out = BTreeMap::new();
+    for (name, body) in root
+        .get("clusters")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let desired = body.get("desired").filter(|d| d.is_object());
+        if desired.is_none() && body.get("schema").is_none() {
+            continue;
+        }
+        let standing = match desired {
+            Some(d) => merged(&defaults, d, Nulls::Remove),
+            None => defaults.clone(),
+        };
+        let next = root
+            .get("rollouts")
+            .and_then(|r| r.get(name))
+            .and_then(|r| r.get("patch"))
+            .filter(|p| p.is_object())
+            .map(|patch| merged(&standing, patch, Nulls::Remove));
+        out.insert(
+            name.clone(),
+            DeclaredCluster {
+                key: layout.desired(name),
+                standing,
+                next,
+            },
+        );
+    }
     out
 }
 

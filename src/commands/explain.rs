@@ -6,8 +6,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::ExplainArgs;
+use std::time::SystemTime;
+
 use crate::clock::now_rfc3339;
 use crate::commands::Context;
+use crate::compatible::resolve_compatible;
+use crate::constraints::ConstraintStatus;
 use crate::document::{display_path, fold, get_path, leaves, parse_path, Path};
 use crate::error::{Error, Result};
 use crate::history::{self, Change};
@@ -27,6 +31,7 @@ struct Explanation {
     revision: Option<u64>,
     fetched_at: String,
     rollout: Option<RolloutExplanation>,
+    constraints: Option<ConstraintStatus>,
     values: Vec<ValueExplanation>,
     removed: Vec<Removal>,
     recent_changes: Vec<Change>,
@@ -84,6 +89,16 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
     let resolution = inputs
         .cluster
         .resolve(&node, inputs.node_override.as_ref())?;
+    // What the node applies, which differs from its desired state while
+    // the constraints of that state are not met.
+    let gated = resolve_compatible(
+        store.as_ref(),
+        &layout,
+        &inputs,
+        &node,
+        ctx.settings.member_ttl,
+        SystemTime::now(),
+    )?;
     // A second read, for people only: attributes never reads the history.
     let history_key = layout.history(&cluster);
     let (entries, _) = store.read_tree(&history_key)?;
@@ -102,12 +117,13 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
     let explanation = Explanation {
         cluster,
         node,
-        state: resolution.state.clone(),
-        generation: resolution.generation.clone(),
+        state: gated.resolution.state.clone(),
+        generation: gated.resolution.generation.clone(),
         store: store.describe(),
         revision: inputs.revision,
         fetched_at,
         rollout: rollout_explanation(&inputs, &resolution),
+        constraints: gated.constraints,
         values: values(&inputs, &resolution, filter.as_deref()),
         removed: removals(&inputs, &resolution, filter.as_deref()),
         recent_changes,
@@ -274,6 +290,10 @@ impl Explanation {
             }
         }
         out.push('\n');
+        if let Some(c) = &self.constraints {
+            out.push_str(&constraints_text(c));
+            out.push('\n');
+        }
         if self.values.is_empty() {
             let what = filter.map_or("the desired document".into(), display_path);
             out.push_str(&format!("{what}: no layer sets it for this node\n"));
@@ -343,6 +363,49 @@ impl Explanation {
         }
         out
     }
+}
+
+/// The constraints section: each one with the observed counts, and why
+/// the node is held when it is.
+fn constraints_text(c: &ConstraintStatus) -> String {
+    let mut out = if c.met {
+        "constraints: met (the desired state below is applied)\n".to_string()
+    } else {
+        format!(
+            "constraints: NOT MET, node held to {} (desired generation {} waits)\n",
+            match c.held_to.as_deref() {
+                Some("previous") => "the cluster's desired state without the rollout patch",
+                Some("hold") => "the schema's hold state",
+                _ => "nothing",
+            },
+            c.held_generation.as_deref().unwrap_or("-")
+        )
+    };
+    for check in &c.checks {
+        let observed = check
+            .observed
+            .iter()
+            .map(|(v, n)| format!("{v}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "  {} {}: {} of {} live node(s) match, {} needed; observed {}\n",
+            if check.met { "ok  " } else { "WAIT" },
+            check.requires,
+            check.matching,
+            check.live,
+            check.needed,
+            if observed.is_empty() {
+                "nothing".into()
+            } else {
+                observed
+            }
+        ));
+    }
+    if !c.met {
+        out.push_str("  the values below are of the desired state held back\n");
+    }
+    out
 }
 
 impl Shadowed {

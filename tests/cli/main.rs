@@ -18,6 +18,7 @@ mod hostile;
 mod rollout;
 mod store_api;
 mod stores;
+mod tiers;
 mod transfer;
 mod validate;
 mod watch;

@@ -1,0 +1,256 @@
+//! Decoupled tiers: a cluster's desired state may require what another
+//! cluster's nodes report (`requires`), and a node holds itself to a
+//! compatible state until it does, with or without an orchestrator.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::simulation::{rank, Simulation};
+use crate::support::{
+    assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness,
+};
+
+store_suite! {
+    the_canary_waits_for_the_other_tier_then_moves_by_itself,
+    a_node_down_through_the_change_returns_to_a_compatible_state,
+    without_a_hold_state_an_incompatible_node_gets_nothing,
+}
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i:02}")).collect()
+}
+
+fn version(desired: &Value) -> &str {
+    desired["version"].as_str().unwrap_or("?")
+}
+
+/// Whether a version string is at least 5.1 (db) — the checker's own
+/// comparison, independent of the binary's semver matching.
+fn db_compatible(v: &str) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    major == 5 && minor >= 1
+}
+
+/// Every web observation at 2.5 against what every db node ran at that
+/// moment (its latest observation before it): the pairs that must never be.
+pub fn incompatible_pairs(sim: &Simulation, web: &[String], db: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in web {
+        for o in sim.observations(w) {
+            if version(&o.desired) != "2.5.0" {
+                continue;
+            }
+            for d in db {
+                let running = sim
+                    .observations(d)
+                    .into_iter()
+                    .filter(|x| x.at <= o.at)
+                    .last();
+                if let Some(x) = running.filter(|x| !db_compatible(version(&x.desired))) {
+                    out.push(format!(
+                        "{w} ran web 2.5.0 while {d} ran db {}",
+                        version(&x.desired)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn the_canary_waits_for_the_other_tier_then_moves_by_itself(backend: Backend) {
+    let h = Harness::new(backend);
+    h.import(&fixture("tiers/view.yml"));
+    let (web, db) = (names("web", 4), names("db", 3));
+    let mut sim = Simulation::start(&h, "web", &web, Duration::from_millis(50));
+    for n in &db {
+        sim.add("db", n);
+    }
+    assert!(
+        eventually(WAIT, || {
+            h.status("web", &[])["summary"]["converged"] == 4
+                && h.status("db", &[])["summary"]["converged"] == 3
+        }),
+        "every node reported once"
+    );
+
+    let plan = fixture("tiers/web-2.5.yml").display().to_string();
+    let mut cmd = h.process();
+    cmd.args([
+        "rollout",
+        "run",
+        &plan,
+        "--poll",
+        "50ms",
+        "--member-ttl",
+        "5s",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let run = crate::support::Spawned::new(cmd.spawn().unwrap());
+
+    // The canary is released, but db still reports 5.0: it stays on 2.4.
+    // The plan's first step is rollout `web-2.5.0.1`.
+    let canary = web
+        .iter()
+        .min_by(|a, b| rank("web-2.5.0.1", a).total_cmp(&rank("web-2.5.0.1", b)))
+        .unwrap()
+        .clone();
+    assert!(
+        eventually(WAIT, || h.attributes("web", &canary)["convergent"]
+            ["rollout"]["released"]
+            == true),
+        "the canary is released"
+    );
+    let seen = sim.observations(&canary).len();
+    assert!(
+        eventually(WAIT, || sim.observations(&canary).len() >= seen + 5),
+        "the canary keeps running"
+    );
+    for o in &sim.observations(&canary)[seen..] {
+        assert_eq!(version(&o.desired), "2.4.0", "the canary moved too early");
+        assert_eq!(o.released, Some(true));
+    }
+    let held = h.attributes("web", &canary);
+    let c = &held["convergent"]["constraints"];
+    assert_eq!(c["met"], false, "{held}");
+    assert_eq!(c["held_to"], "previous", "{held}");
+    assert!(
+        c["waiting_for"][0].as_str().unwrap().contains(
+            "db: version >=5.1, <6 on 100% of nodes (0 of 3 live node(s) match, 3 needed)"
+        ),
+        "{held}"
+    );
+    let explained = stdout(&h.ok(&["explain", "--cluster", "web", "--node", &canary]));
+    assert!(explained.contains("constraints: NOT MET"), "{explained}");
+    assert!(
+        explained.contains("observed version=5.0.0: 3"),
+        "{explained}"
+    );
+
+    // db moves to 5.1 on its own: once all its nodes report it, the
+    // canary moves by itself, and the plan goes on to the end.
+    h.ok(&["set", "--cluster", "db", "version=5.1.0"]);
+    assert!(
+        eventually(WAIT, || sim
+            .observations(&canary)
+            .last()
+            .is_some_and(|o| version(&o.desired) == "2.5.0")),
+        "the canary moves to 2.5 once db reports 5.1"
+    );
+    let out = run.wait_with_output();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("completed"), "{}", stdout(&out));
+    let pairs = incompatible_pairs(&sim, &web, &db);
+    assert!(pairs.is_empty(), "{pairs:?}");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+fn a_node_down_through_the_change_returns_to_a_compatible_state(backend: Backend) {
+    let h = Harness::new(backend);
+    h.import(&fixture("tiers/view.yml"));
+    h.converge("db", "db-01", "success");
+    h.converge("web", "web-01", "success");
+    // web-01 goes down; meanwhile web's desired state moves to 2.5, which
+    // needs db 5.1, before db has moved.
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "version=2.5.0",
+        "requires.db.version=>=5.1",
+    ]);
+    // web-02 is new: nothing compatible is desired yet, so it holds.
+    let held = h.attributes("web", "web-02");
+    let c = &held["convergent"];
+    assert_eq!(c["state"], "waiting", "{held}");
+    assert_eq!(c["constraints"]["met"], false, "{held}");
+    assert_eq!(c["constraints"]["held_to"], "hold", "{held}");
+    let explained = stdout(&h.ok(&["explain", "--cluster", "web", "--node", "web-02"]));
+    assert!(
+        explained.contains("node held to the schema's hold state"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("WAIT db: version >=5.1 on 100% of nodes: 0 of 1 live node(s) match, 1 needed; observed version=5.0.0: 1"),
+        "{explained}"
+    );
+    // db moves and reports; web-01 comes back and gets 2.5 at once.
+    h.ok(&["set", "--cluster", "db", "version=5.1.0"]);
+    h.converge("db", "db-01", "success");
+    let back = h.attributes("web", "web-01");
+    let c = &back["convergent"];
+    assert_eq!(c["state"], "converged", "{back}");
+    assert_eq!(c["desired"]["version"], "2.5.0", "{back}");
+    assert_eq!(c["constraints"]["met"], true, "{back}");
+    // A failed db report does not count as running 5.1.
+    h.converge("db", "db-01", "failure");
+    assert_eq!(
+        h.attributes("web", "web-01")["convergent"]["state"],
+        "waiting"
+    );
+}
+
+fn without_a_hold_state_an_incompatible_node_gets_nothing(backend: Backend) {
+    let h = Harness::new(backend);
+    h.import(&fixture("tiers/view.yml"));
+    h.converge("db", "db-01", "success");
+    h.ok(&["set", "--cluster", "db", "requires.web.version=>=3"]);
+    let started = Instant::now();
+    let out = h.run(&["attributes", "--cluster", "db", "--node", "db-01"]);
+    assert_refused(
+        &out,
+        75,
+        &[
+            "node \"db-01\" of cluster \"db\"",
+            "web: version >=3 on 100% of nodes (0 of 0 live node(s) match, 1 needed)",
+            "declares no `hold` state",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn validate_checks_constraints() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let h = Harness::new(Backend::File);
+    let good = fixture("tiers/view.yml").display().to_string();
+    h.ok(&["validate", &good]);
+
+    let cases = [
+        (
+            "range.yml",
+            "convergent:\n  clusters:\n    web:\n      desired: { version: \"2.5\", requires: { db: { version: \"five\" } } }\n    db:\n      desired: { version: \"5.1\" }\n",
+            "`requires.db.version`: \"five\" is not a semver range",
+        ),
+        (
+            "missing.yml",
+            "convergent:\n  clusters:\n    web:\n      desired: { version: \"2.5\", requires: { dbx: { version: \">=5.1\" } } }\n",
+            "`requires.dbx` names a cluster the view does not have",
+        ),
+        (
+            "never.yml",
+            "convergent:\n  clusters:\n    web:\n      desired: { version: \"2.5\", requires: { db: { version: \">=6\" } } }\n    db:\n      desired: { version: \"5.1\" }\n",
+            "could never hold",
+        ),
+        (
+            "cycle.yml",
+            "convergent:\n  clusters:\n    web:\n      desired: { state: converged, version: \"2.4\" }\n    db:\n      desired: { state: converged, version: \"5.0\" }\n  rollouts:\n    web: { id: w, status: running, threshold: 0.5, patch: { version: \"2.5\", requires: { db: { version: \">=5.1\" } } } }\n    db: { id: d, status: running, threshold: 0.5, patch: { version: \"5.1\", requires: { web: { version: \">=2.5\" } } } }\n",
+            "clusters wait for each other in a cycle (db -> web -> db)",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = write(name, text);
+        let out = h.run(&["validate", &path]);
+        assert_refused(&out, 65, &[needle]);
+    }
+}
