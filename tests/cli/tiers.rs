@@ -45,11 +45,7 @@ pub fn incompatible_pairs(sim: &Simulation, web: &[String], db: &[String]) -> Ve
                 continue;
             }
             for d in db {
-                let running = sim
-                    .observations(d)
-                    .into_iter()
-                    .filter(|x| x.at <= o.at)
-                    .last();
+                let running = sim.observations(d).into_iter().rev().find(|x| x.at <= o.at);
                 if let Some(x) = running.filter(|x| !db_compatible(version(&x.desired))) {
                     out.push(format!(
                         "{w} ran web 2.5.0 while {d} ran db {}",
