@@ -5,7 +5,9 @@
 //! In order, the first whose constraints hold wins:
 //! 1. the node's full desired state (rollout patch included when released);
 //! 2. the cluster's desired state without the rollout patch (`previous`);
-//! 3. that state with `state` set to the schema's `hold` state (`hold`).
+//! 3. an earlier desired state of the cluster, newest first, rebuilt by
+//!    undoing the changes its history records (`earlier`);
+//! 4. the standing state with `state` set to the schema's `hold` (`hold`).
 //!
 //! Without a compatible state and without a `hold`, the node gets no desired
 //! state at all (exit 75, a temporary failure): a recipe never starts web 2.5
@@ -13,19 +15,24 @@
 //!
 //! The cost: a node whose desired state declares `requires` reads the
 //! observed records of the clusters it requires, one more round trip whose
-//! size grows with *those* clusters (about 250 bytes a node). A node whose
-//! state requires nothing reads exactly what it read before.
+//! size grows with *those* clusters (about 250 bytes a node); a node held
+//! past step 2 also reads its cluster's history (bounded at
+//! [`history::LIMIT`] changes). A node whose state requires nothing reads
+//! exactly what it read before.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::constraints::{evaluate, requirements, Check, ConstraintStatus, REQUIRES};
-use crate::document::generation;
+use serde_json::Value;
+
+use crate::document::{fold, generation, parse_path, remove_path, set_path, Sourced};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
+use crate::history::{self, Change};
 use crate::layout::Layout;
 use crate::report::ObservedReport;
-use crate::resolve::{LayerKind, NodeInputs, Origin, Resolution};
+use crate::resolve::{Layer, LayerKind, NodeInputs, Origin, Resolution};
 use crate::store::Store;
 
 /// A node's resolution after its constraints were checked.
@@ -163,6 +170,13 @@ pub fn resolve_compatible(
         full.clone()
     };
 
+    if let Some(earlier) = earlier_compatible(&mut observed, inputs, node, member_ttl, now)? {
+        return Ok(Gated {
+            resolution: earlier,
+            constraints: Some(status("earlier")),
+        });
+    }
+
     let Some(hold) = cluster.schema.as_ref().and_then(|s| s.hold.clone()) else {
         return Err(Error::Held(format!(
             "node {node:?} of cluster {:?}: the constraints of its desired state are not met ({}), \
@@ -173,7 +187,7 @@ pub fn resolve_compatible(
         )));
     };
     let mut held = previous;
-    held.desired["state"] = serde_json::Value::String(hold.clone());
+    held.desired["state"] = Value::String(hold.clone());
     held.state = Some(hold);
     held.generation = generation(&held.desired);
     held.origins.insert(
@@ -187,4 +201,73 @@ pub fn resolve_compatible(
         resolution: held,
         constraints: Some(status("hold")),
     })
+}
+
+/// The newest earlier desired state of the cluster whose constraints hold,
+/// rebuilt from the standing document by undoing recorded changes one at a
+/// time, newest first. A state the schema no longer allows is skipped.
+fn earlier_compatible(
+    observed: &mut Observed,
+    inputs: &NodeInputs,
+    node: &str,
+    member_ttl: Duration,
+    now: SystemTime,
+) -> Result<Option<Resolution>> {
+    let cluster = &inputs.cluster;
+    let history_key = observed.layout.history(&cluster.cluster);
+    let desired_key = observed.layout.desired(&cluster.cluster);
+    let (entries, _) = observed.store.read_tree(&history_key)?;
+    let Ok(Some(history)) = fold(&history_key, &entries) else {
+        return Ok(None);
+    };
+    let mut doc = cluster
+        .desired
+        .as_ref()
+        .map_or_else(|| Value::Object(Default::default()), |l| l.doc.doc.clone());
+    let changes = history::entries(Some(&history.doc));
+    for change in changes.iter().rev().filter(|c| c.key == desired_key) {
+        if !undo(&mut doc, change) {
+            return Ok(None);
+        }
+        let mut earlier = cluster.clone();
+        earlier.rollout = None;
+        earlier.desired = Some(Layer {
+            kind: LayerKind::Cluster,
+            key: desired_key.clone(),
+            doc: Sourced::uniform(
+                doc.clone(),
+                format!("{history_key} (before {})", change.time),
+            ),
+        });
+        let Ok(resolution) = earlier.resolve(node, inputs.node_override.as_ref()) else {
+            continue;
+        };
+        let compatible = check(observed, &resolution, member_ttl, now)?
+            .is_none_or(|checks| checks.iter().all(|c| c.met));
+        if compatible {
+            return Ok(Some(resolution));
+        }
+    }
+    Ok(None)
+}
+
+/// Undoes one recorded change of a document; false when a path in it no
+/// longer fits the document (the history does not describe it).
+fn undo(doc: &mut Value, change: &Change) -> bool {
+    for field in &change.changes {
+        let Ok(path) = parse_path(&field.path) else {
+            return false;
+        };
+        match &field.from {
+            Some(old) => {
+                if set_path(doc, &path, old.clone()).is_err() {
+                    return false;
+                }
+            }
+            None => {
+                remove_path(doc, &path);
+            }
+        }
+    }
+    true
 }

@@ -345,8 +345,9 @@ pub struct ConstraintStatus {
     #[serde(default)]
     pub waiting_for: Vec<String>,
     /// When not met, what the node resolved to instead: `previous` (the
-    /// cluster's desired state without the rollout patch) or `hold` (the
-    /// schema's hold state).
+    /// cluster's desired state without the rollout patch), `earlier` (an
+    /// earlier desired state of the cluster, from its history) or `hold`
+    /// (the schema's hold state).
     #[serde(default)]
     pub held_to: Option<String>,
     /// Generation of the desired state that was held back.

@@ -375,6 +375,7 @@ fn constraints_text(c: &ConstraintStatus) -> String {
             "constraints: NOT MET, node held to {} (desired generation {} waits)\n",
             match c.held_to.as_deref() {
                 Some("previous") => "the cluster's desired state without the rollout patch",
+                Some("earlier") => "an earlier desired state of the cluster (from its history)",
                 Some("hold") => "the schema's hold state",
                 _ => "nothing",
             },

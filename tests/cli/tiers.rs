@@ -96,13 +96,16 @@ fn the_canary_waits_for_the_other_tier_then_moves_by_itself(backend: Backend) {
         .min_by(|a, b| rank("web-2.5.0.1", a).total_cmp(&rank("web-2.5.0.1", b)))
         .unwrap()
         .clone();
+    let first_released = || {
+        sim.observations(&canary)
+            .iter()
+            .position(|o| o.released == Some(true))
+    };
     assert!(
-        eventually(WAIT, || h.attributes("web", &canary)["convergent"]
-            ["rollout"]["released"]
-            == true),
+        eventually(WAIT, || first_released().is_some()),
         "the canary is released"
     );
-    let seen = sim.observations(&canary).len();
+    let seen = first_released().unwrap();
     assert!(
         eventually(WAIT, || sim.observations(&canary).len() >= seen + 5),
         "the canary keeps running"
@@ -160,15 +163,18 @@ fn a_node_down_through_the_change_returns_to_a_compatible_state(backend: Backend
         "version=2.5.0",
         "requires.db.version=>=5.1",
     ]);
-    // web-02 is new: nothing compatible is desired yet, so it holds.
+    // web-02 is new: it gets the last desired state that is compatible,
+    // rebuilt from the cluster's history.
     let held = h.attributes("web", "web-02");
     let c = &held["convergent"];
-    assert_eq!(c["state"], "waiting", "{held}");
+    assert_eq!(c["state"], "converged", "{held}");
+    assert_eq!(c["desired"]["version"], "2.4.0", "{held}");
+    assert!(c["desired"].get("requires").is_none(), "{held}");
     assert_eq!(c["constraints"]["met"], false, "{held}");
-    assert_eq!(c["constraints"]["held_to"], "hold", "{held}");
+    assert_eq!(c["constraints"]["held_to"], "earlier", "{held}");
     let explained = stdout(&h.ok(&["explain", "--cluster", "web", "--node", "web-02"]));
     assert!(
-        explained.contains("node held to the schema's hold state"),
+        explained.contains("node held to an earlier desired state of the cluster"),
         "{explained}"
     );
     assert!(
@@ -186,8 +192,8 @@ fn a_node_down_through_the_change_returns_to_a_compatible_state(backend: Backend
     // A failed db report does not count as running 5.1.
     h.converge("db", "db-01", "failure");
     assert_eq!(
-        h.attributes("web", "web-01")["convergent"]["state"],
-        "waiting"
+        h.attributes("web", "web-01")["convergent"]["desired"]["version"],
+        "2.4.0"
     );
 }
 
@@ -195,7 +201,11 @@ fn without_a_hold_state_an_incompatible_node_gets_nothing(backend: Backend) {
     let h = Harness::new(backend);
     h.import(&fixture("tiers/view.yml"));
     h.converge("db", "db-01", "success");
-    h.ok(&["set", "--cluster", "db", "requires.web.version=>=3"]);
+    // Written past `set`, so no history holds an earlier state.
+    h.put_document(
+        "convergent/clusters/db/desired",
+        serde_json::json!({"state": "converged", "version": "5.0.0", "requires": {"web": {"version": ">=3"}}}),
+    );
     let started = Instant::now();
     let out = h.run(&["attributes", "--cluster", "db", "--node", "db-01"]);
     assert_refused(
@@ -208,6 +218,17 @@ fn without_a_hold_state_an_incompatible_node_gets_nothing(backend: Backend) {
         ],
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    // With a hold state declared, the node takes it instead.
+    h.put_document(
+        "convergent/clusters/db/schema",
+        serde_json::json!({"states": ["off", "converged"], "hold": "off"}),
+    );
+    let held = h.attributes("db", "db-01");
+    assert_eq!(held["convergent"]["state"], "off", "{held}");
+    assert_eq!(
+        held["convergent"]["constraints"]["held_to"], "hold",
+        "{held}"
+    );
 }
 
 #[test]
