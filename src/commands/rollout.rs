@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::history::actor;
 use crate::layout::{check_name, NameKind};
 use crate::output::{self, columns, Format};
+use crate::rollout::compat;
 use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
 use crate::rollout::plan::Plan;
 use crate::rollout::state::Direction;
@@ -68,6 +69,7 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
     let store = ctx.open_store()?;
     let options = run_options(ctx, &args.options, false);
     if args.dry_run {
+        compat::check_plan(store.as_ref(), &ctx.layout(), &plan, 0)?;
         let previews =
             orchestrator::preview(store.as_ref(), &ctx.layout(), &plan, options.member_ttl)?;
         return match ctx.format_or(Format::Table) {

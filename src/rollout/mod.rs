@@ -6,6 +6,7 @@
 //! [`plan`] is the orchestrator's input file.
 
 pub mod batches;
+pub mod compat;
 pub mod kick;
 pub mod orchestrator;
 pub mod plan;

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use super::batches::{
     batch_size, gate, next_threshold, previous_threshold, ranked, Gate, GateCounts, Ranked,
 };
+use super::compat;
 use super::kick;
 use super::plan::{Amount, Plan};
 use super::state::{rollout_id, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status};
@@ -221,6 +222,9 @@ impl<'a> Orchestrator<'a> {
     /// Runs a plan to its end, resuming where its records say it stopped.
     pub fn run(&mut self, plan: &Plan) -> Result<()> {
         let lock = self.lock_waiting(&plan.name, self.options.lock_wait)?;
+        // Before anything is written: a plan that would break another
+        // cluster's constraints does not start.
+        compat::check_plan(self.store, &self.layout, plan, 0)?;
         let progress = self.begin_plan(plan)?;
         match progress.status {
             PlanStatus::Completed => {
@@ -237,6 +241,8 @@ impl<'a> Orchestrator<'a> {
             PlanStatus::Running => {}
         }
         for index in progress.done..plan.steps.len() {
+            // Against the view as it is now: others may have moved meanwhile.
+            compat::check_plan(self.store, &self.layout, plan, index)?;
             match self.run_step(plan, index, lock.as_ref())? {
                 StepEnd::Done => {}
                 StepEnd::Stopped(reason) => {

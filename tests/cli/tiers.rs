@@ -15,6 +15,7 @@ store_suite! {
     the_canary_waits_for_the_other_tier_then_moves_by_itself,
     a_node_down_through_the_change_returns_to_a_compatible_state,
     without_a_hold_state_an_incompatible_node_gets_nothing,
+    a_db_downgrade_live_web_forbids_is_refused,
 }
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -229,6 +230,46 @@ fn without_a_hold_state_an_incompatible_node_gets_nothing(backend: Backend) {
         held["convergent"]["constraints"]["held_to"], "hold",
         "{held}"
     );
+}
+
+fn a_db_downgrade_live_web_forbids_is_refused(backend: Backend) {
+    let h = Harness::new(backend);
+    h.import(&fixture("tiers/view.yml"));
+    h.ok(&["set", "--cluster", "db", "version=5.1.0"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "version=2.5.0",
+        "requires.db.version=>=5.1, <6",
+    ]);
+    let write = |name: &str, version: &str| {
+        let path = h.path(name);
+        std::fs::write(
+            &path,
+            format!("name: db-{version}\nsteps:\n  - cluster: db\n    set: {{ version: \"{version}\" }}\n"),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let before = h.export();
+    let down = write("down.yml", "5.0.0");
+    for extra in [&["--dry-run"][..], &[]] {
+        let mut args = vec!["rollout", "run", &down];
+        args.extend_from_slice(extra);
+        let out = h.run(&args);
+        assert_eq!(out.status.code(), Some(65), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("step 1 of plan db-5.0.0 is refused: it would make db offer {\"version\":\"5.0.0\"}, but web's desired state requires db: version >=5.1, <6 on 100% of nodes"),
+            "{err}"
+        );
+        assert!(err.contains("convergent/clusters/web/desired"), "{err}");
+    }
+    assert_eq!(h.export(), before, "a refused plan writes nothing");
+    // An upgrade within the range passes.
+    let up = write("up.yml", "5.2.0");
+    h.ok(&["rollout", "run", &up, "--dry-run"]);
 }
 
 #[test]
