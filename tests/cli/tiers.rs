@@ -16,6 +16,7 @@ store_suite! {
     a_node_down_through_the_change_returns_to_a_compatible_state,
     without_a_hold_state_an_incompatible_node_gets_nothing,
     a_db_downgrade_live_web_forbids_is_refused,
+    web_and_db_rolled_in_parallel_never_run_an_incompatible_pair,
 }
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -270,6 +271,69 @@ fn a_db_downgrade_live_web_forbids_is_refused(backend: Backend) {
     // An upgrade within the range passes.
     let up = write("up.yml", "5.2.0");
     h.ok(&["rollout", "run", &up, "--dry-run"]);
+}
+
+fn web_and_db_rolled_in_parallel_never_run_an_incompatible_pair(backend: Backend) {
+    let h = Harness::new(backend);
+    h.import(&fixture("tiers/view.yml"));
+    let (web, db) = (names("web", 8), names("db", 4));
+    let mut sim = Simulation::start(&h, "web", &web, Duration::from_millis(50));
+    for n in &db {
+        sim.add("db", n);
+    }
+    assert!(
+        eventually(WAIT, || {
+            h.status("web", &[])["summary"]["converged"] == 8
+                && h.status("db", &[])["summary"]["converged"] == 4
+        }),
+        "every node reported once"
+    );
+    let db_plan = h.path("db-5.1.yml");
+    std::fs::write(
+        &db_plan,
+        "name: db-5.1.0\nsteps:\n  - cluster: db\n    set: { version: \"5.1.0\" }\n    strategy: { canary: 1, batch: 1 }\n    wait: { timeout: 5m }\n",
+    )
+    .unwrap();
+    let spawn = |plan: String| {
+        let mut cmd = h.process();
+        cmd.args([
+            "rollout",
+            "run",
+            &plan,
+            "--poll",
+            "50ms",
+            "--member-ttl",
+            "5s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        crate::support::Spawned::new(cmd.spawn().unwrap())
+    };
+    // Both plans at once: web's starts first, so its canary waits for db.
+    let web_run = spawn(fixture("tiers/web-2.5.yml").display().to_string());
+    let db_run = spawn(db_plan.display().to_string());
+    for (what, run) in [("db", db_run), ("web", web_run)] {
+        let out = run.wait_with_output();
+        assert!(
+            out.status.success(),
+            "{what}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    assert!(
+        eventually(WAIT, || web.iter().all(|n| sim
+            .observations(n)
+            .last()
+            .is_some_and(|o| version(&o.desired) == "2.5.0"))),
+        "every web node ends on 2.5"
+    );
+    for n in web.iter().chain(&db) {
+        sim.stop_node(n);
+    }
+    let pairs = incompatible_pairs(&sim, &web, &db);
+    assert!(pairs.is_empty(), "{pairs:?}");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
 #[test]
