@@ -8,8 +8,15 @@
 //! below the threshold it read, and never goes back to unreleased in the
 //! same rollout. Statistics go to `--stats FILE` (JSON) every second.
 //!
+//! With `--db M`, M nodes of cluster `db` (`db-00001`…) run too, and every
+//! node resolves as `attributes` does, holding itself while the constraints
+//! of its desired state are not met. Each web run that resolves web 2.5.0
+//! is then checked against what every db node runs at that moment (its last
+//! resolved version; 5.0.0 before its first run): a db below 5.1 is a pair
+//! violation.
+//!
 //! ```text
-//! fleet simulate --store URL --nodes N [--interval 10s] [--jitter 0.2]
+//! fleet simulate --store URL --nodes N [--db M] [--interval 10s] [--jitter 0.2]
 //!                [--workers 32] [--timeout 5s] --stats FILE
 //!                [--until FILE | --duration DUR]
 //! ```
@@ -20,12 +27,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use convergent::clock::now_rfc3339;
+use convergent::compatible::resolve_compatible;
 use convergent::config::process_env;
 use convergent::document::encode_value;
 use convergent::layout::{Layout, Prefix};
@@ -44,6 +52,12 @@ struct Stats {
     released_runs: AtomicU64,
     last_error: Mutex<Option<String>>,
     violations: Mutex<Vec<String>>,
+    /// The version each db node runs now (two-tier runs only).
+    db_running: Mutex<BTreeMap<String, String>>,
+    /// Web runs at 2.5.0 checked against every db node.
+    pair_checks: AtomicU64,
+    /// Web runs at 2.5.0 that found a db node below 5.1.
+    pair_violations: AtomicU64,
 }
 
 /// A node's own memory between runs: the rollout it was released in.
@@ -57,6 +71,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let options = Options::parse(args, &[])?;
     let url: StoreUrl = options.required("store")?.parse()?;
     let nodes: usize = options.parsed("nodes", 1000)?;
+    let db_nodes: usize = options.parsed("db", 0)?;
     let interval = options.duration("interval", Duration::from_secs(10))?;
     let jitter: f64 = options.parsed("jitter", 0.2)?;
     let workers: usize = options
@@ -72,13 +87,23 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .map(|d| Instant::now() + d);
 
     let stats = Arc::new(Stats::default());
+    *stats.db_running.lock().unwrap() = (1..=db_nodes)
+        .map(|i| (db_name(i), "5.0.0".to_string()))
+        .collect();
+    let fleet: Vec<(&'static str, String)> = (1..=nodes)
+        .map(|i| ("web", node_name(i)))
+        .chain((1..=db_nodes).map(|i| ("db", db_name(i))))
+        .collect();
+    let workers = workers.clamp(1, fleet.len().max(1));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut threads = Vec::new();
     for w in 0..workers {
-        let names: Vec<String> = (1..=nodes)
-            .filter(|i| i % workers == w)
-            .map(node_name)
+        let names: Vec<(&'static str, String)> = fleet
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % workers == w)
+            .map(|(_, n)| n.clone())
             .collect();
         let (url, stats, stop) = (url.clone(), Arc::clone(&stats), Arc::clone(&stop));
         threads.push(thread::spawn(move || {
@@ -95,6 +120,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 layout: Layout::new(&Prefix::default()),
                 stats,
                 random: Random::seeded(w as u64),
+                tiers: db_nodes > 0,
             };
             worker.run(&names, interval, jitter, &stop);
         }));
@@ -126,10 +152,46 @@ fn write_stats(path: &Path, stats: &Stats, elapsed: Duration, nodes: usize) -> R
         "errors": stats.errors.load(Ordering::Relaxed),
         "last_error": *stats.last_error.lock().unwrap(),
         "violations": violations.len(),
+        "pair_checks": stats.pair_checks.load(Ordering::Relaxed),
+        "pair_violations": stats.pair_violations.load(Ordering::Relaxed),
         "first_violations": violations.iter().take(10).collect::<Vec<_>>(),
     });
     convergent::atomic_file::write(path, doc.to_string().as_bytes(), None)
         .map_err(|e| e.to_string())
+}
+
+/// The name of db node `i` (from 1): `db-00001`.
+fn db_name(i: usize) -> String {
+    format!("db-{i:05}")
+}
+
+/// Whether a db version is one web 2.5 may run with (5.1 up to 6), by the
+/// checker's own reading, independent of the library's semver matching.
+fn db_compatible(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    parts.next() == Some(5) && parts.next().unwrap_or(0) >= 1
+}
+
+impl Worker {
+    /// A db node records what it runs before it reports it; a web node at
+    /// 2.5.0 checks every db node's.
+    fn check_pair(&self, cluster: &str, node: &str, desired: &serde_json::Value) {
+        let version = desired["version"].as_str().unwrap_or("?").to_string();
+        let mut running = self.stats.db_running.lock().unwrap();
+        if cluster == "db" {
+            running.insert(node.to_string(), version);
+        } else if version == "2.5.0" {
+            self.stats.pair_checks.fetch_add(1, Ordering::Relaxed);
+            if let Some((db, v)) = running.iter().find(|(_, v)| !db_compatible(v)) {
+                self.stats.pair_violations.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("{node} runs web 2.5.0 while {db} runs db {v}"));
+            }
+        }
+    }
 }
 
 /// A small, fast generator for jitter (xorshift64*): no secret depends on it.
@@ -163,10 +225,18 @@ struct Worker {
     layout: Layout,
     stats: Arc<Stats>,
     random: Random,
+    /// Whether db runs too, and nodes resolve through their constraints.
+    tiers: bool,
 }
 
 impl Worker {
-    fn run(&mut self, names: &[String], interval: Duration, jitter: f64, stop: &AtomicBool) {
+    fn run(
+        &mut self,
+        names: &[(&'static str, String)],
+        interval: Duration,
+        jitter: f64,
+        stop: &AtomicBool,
+    ) {
         let start = Instant::now();
         let mut memory: BTreeMap<&str, NodeMemory> = BTreeMap::new();
         // Each node first runs at a random point of the first interval.
@@ -185,8 +255,8 @@ impl Worker {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            let node = names[i].as_str();
-            self.converge(node, memory.entry(node).or_default());
+            let (cluster, node) = (names[i].0, names[i].1.as_str());
+            self.converge(cluster, node, memory.entry(node).or_default());
             let factor = 1.0 + jitter * (2.0 * self.random.next() - 1.0);
             due.push(Reverse((
                 Instant::now() + interval.mul_f64(factor.max(0.0)),
@@ -196,9 +266,9 @@ impl Worker {
     }
 
     /// One chef run of `node`: resolve, check the invariants, report.
-    fn converge(&mut self, node: &str, memory: &mut NodeMemory) {
+    fn converge(&mut self, cluster: &str, node: &str, memory: &mut NodeMemory) {
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.try_converge(node, memory) {
+        if let Err(e) = self.try_converge(cluster, node, memory) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             *self.stats.last_error.lock().unwrap() = Some(format!("{node}: {e}"));
         }
@@ -206,13 +276,29 @@ impl Worker {
 
     fn try_converge(
         &mut self,
+        cluster: &str,
         node: &str,
         memory: &mut NodeMemory,
     ) -> convergent::error::Result<()> {
-        let inputs = read_node_inputs(self.store.as_ref(), &self.layout, "web", node)?;
-        let resolution = inputs
-            .cluster
-            .resolve(node, inputs.node_override.as_ref())?;
+        let inputs = read_node_inputs(self.store.as_ref(), &self.layout, cluster, node)?;
+        let resolution = if self.tiers {
+            resolve_compatible(
+                self.store.as_ref(),
+                &self.layout,
+                &inputs,
+                node,
+                Duration::from_secs(60),
+                SystemTime::now(),
+            )?
+            .resolution
+        } else {
+            inputs
+                .cluster
+                .resolve(node, inputs.node_override.as_ref())?
+        };
+        if self.tiers {
+            self.check_pair(cluster, node, &resolution.desired);
+        }
         if let Some(decision) = &resolution.rollout {
             let u = rank(&decision.id, node);
             let violation = if decision.released != (u <= decision.threshold) {
@@ -252,7 +338,7 @@ impl Worker {
         self.store.commit(&Txn {
             compares: Vec::new(),
             ops: vec![Op::Put {
-                key: self.layout.observed_node("web", node),
+                key: self.layout.observed_node(cluster, node),
                 value: encode_value(&serde_json::to_value(report).expect("serializes")),
             }],
         })?;
