@@ -44,16 +44,32 @@ pub struct Gated {
     pub constraints: Option<ConstraintStatus>,
 }
 
-type Reports = BTreeMap<String, std::result::Result<ObservedReport, String>>;
+/// Every node's report of one cluster, by node name.
+pub type Reports = BTreeMap<String, std::result::Result<ObservedReport, String>>;
 
 /// The observed records of the clusters required so far, read once each.
-struct Observed<'a> {
+pub struct Observed<'a> {
     store: &'a dyn Store,
     layout: &'a Layout,
     by_cluster: BTreeMap<String, Reports>,
 }
 
-impl Observed<'_> {
+impl<'a> Observed<'a> {
+    /// Nothing read yet.
+    pub fn new(store: &'a dyn Store, layout: &'a Layout) -> Self {
+        Observed {
+            store,
+            layout,
+            by_cluster: BTreeMap::new(),
+        }
+    }
+
+    /// The reports of `cluster`, read on first use.
+    pub fn reports(&mut self, cluster: &str) -> Result<&Reports> {
+        self.ensure(&[cluster.to_string()])?;
+        Ok(&self.by_cluster[cluster])
+    }
+
     /// Reads, in one call, the clusters of `names` not read yet.
     fn ensure(&mut self, names: &[String]) -> Result<()> {
         let missing: Vec<&String> = names
@@ -119,11 +135,7 @@ pub fn resolve_compatible(
 ) -> Result<Gated> {
     let cluster = &inputs.cluster;
     let full = cluster.resolve(node, inputs.node_override.as_ref())?;
-    let mut observed = Observed {
-        store,
-        layout,
-        by_cluster: BTreeMap::new(),
-    };
+    let mut observed = Observed::new(store, layout);
     let Some(checks) = check(&mut observed, &full, member_ttl, now)? else {
         return Ok(Gated {
             resolution: full,

@@ -36,6 +36,7 @@ pub mod report;
 pub mod resolve;
 pub mod rollout;
 pub mod schema;
+pub mod skew;
 pub mod store;
 pub mod update;
 pub mod view;

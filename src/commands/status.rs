@@ -12,6 +12,7 @@ use crate::commands::Context;
 use crate::error::{Error, Result};
 use crate::fleet::{Counts, Fleet, Member, MemberState};
 use crate::output::{self, columns, Format};
+use crate::skew::{self, Skew};
 
 #[derive(Serialize)]
 struct StatusReport<'a> {
@@ -21,6 +22,14 @@ struct StatusReport<'a> {
     summary: Counts,
     members: &'a [Member],
     problems: &'a [String],
+    /// Versions live per tier and the constraints between tiers, when
+    /// any constraint involves this cluster.
+    #[serde(skip_serializing_if = "skew_is_empty")]
+    skew: Skew,
+}
+
+fn skew_is_empty(s: &Skew) -> bool {
+    s.constraints.is_empty()
 }
 
 #[derive(Serialize)]
@@ -53,6 +62,13 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
     for problem in &fleet.problems {
         eprintln!("convergent: warning: {problem}");
     }
+    let skew = skew::read(
+        store.as_ref(),
+        &ctx.layout(),
+        &cluster,
+        member_ttl,
+        SystemTime::now(),
+    )?;
     let report = StatusReport {
         cluster: &cluster,
         revision: fleet.revision,
@@ -64,6 +80,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
         summary: fleet.counts(),
         members: &fleet.members,
         problems: &fleet.problems,
+        skew,
     };
     match ctx.format_or(Format::Table) {
         Format::Table => output::print(&table(&report, use_colour(ctx))),
@@ -139,5 +156,6 @@ fn table(r: &StatusReport, colour: bool) -> String {
         c.failed,
         c.absent
     ));
+    out.push_str(&r.skew.to_text());
     out
 }

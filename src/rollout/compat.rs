@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::constraints::{offers, requirements};
+use crate::constraints::{offers, requirements, Requirement};
 use crate::document::{fold, merged, Nulls};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -55,6 +55,21 @@ impl Declared {
             out.clusters.insert(name, (standing, next));
         }
         Ok(out)
+    }
+
+    /// Every requirement the clusters' desired states (standing, then the
+    /// active rollout's) declare, as (cluster, which state, requirement).
+    pub fn requirements(&self) -> Vec<(String, &'static str, Requirement)> {
+        let mut out = Vec::new();
+        for (name, (standing, next)) in &self.clusters {
+            for (which, doc) in [("desired", Some(standing)), ("rollout", next.as_ref())] {
+                let Some(doc) = doc else { continue };
+                for req in requirements(doc).unwrap_or_default() {
+                    out.push((name.clone(), which, req));
+                }
+            }
+        }
+        out
     }
 
     /// Checks that step `index` of `plan` breaks no constraint of another

@@ -183,9 +183,23 @@ fn a_node_down_through_the_change_returns_to_a_compatible_state(backend: Backend
         explained.contains("WAIT db: version >=5.1 on 100% of nodes: 0 of 1 live node(s) match, 1 needed; observed version=5.0.0: 1"),
         "{explained}"
     );
+    // status shows the skew matrix: what each tier runs, what holds.
+    let skew = &h.status("web", &[])["skew"];
+    assert_eq!(skew["versions"]["db"]["5.0.0"], 1, "{skew}");
+    assert_eq!(skew["constraints"][0]["cluster"], "web", "{skew}");
+    assert_eq!(skew["constraints"][0]["check"]["met"], false, "{skew}");
+    let table = stdout(&h.ok(&["status", "--cluster", "db"]));
+    assert!(
+        table.contains("UNMET  web (desired) requires db: version >=5.1 on 100% of nodes: 0 of 1 live match, 1 needed"),
+        "{table}"
+    );
     // db moves and reports; web-01 comes back and gets 2.5 at once.
     h.ok(&["set", "--cluster", "db", "version=5.1.0"]);
     h.converge("db", "db-01", "success");
+    assert_eq!(
+        h.status("db", &[])["skew"]["constraints"][0]["check"]["met"],
+        true
+    );
     let back = h.attributes("web", "web-01");
     let c = &back["convergent"];
     assert_eq!(c["state"], "converged", "{back}");
