@@ -16,7 +16,7 @@ use crate::report::ReportStatus;
 #[derive(Debug, Parser)]
 #[command(
     name = "convergent",
-    version,
+    version = crate::build_info::VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -109,6 +109,11 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+    /// Print the version, the commit and date of the build, the target and the store backends
+    Version,
+    /// Print the man page (roff), or write every page into a folder
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 /// Which node to resolve.
@@ -394,6 +399,13 @@ pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write convergent.1 and one page per command (convergent-set.1, …) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

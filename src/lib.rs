@@ -13,6 +13,7 @@
 //!   compare-and-set loop; [`cache`] the last-known-good results.
 
 pub mod atomic_file;
+pub mod build_info;
 pub mod cache;
 pub mod cli;
 pub mod clock;
