@@ -13,7 +13,7 @@ control 'install-deb-package' do
   describe file('/etc/convergent/config.yml') do
     it { should be_file }
   end
-  describe command('dpkg-query -W -f "${Conffiles}" convergent') do
+  describe command("dpkg-query -W -f '${Conffiles}' convergent") do
     its('stdout') { should match(%r{^ /etc/convergent/config\.yml \h{32}$}) }
   end
   describe file('/var/cache/convergent') do

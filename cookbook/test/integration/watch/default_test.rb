@@ -23,7 +23,7 @@ control 'watch-reacts-to-set' do
     set -e
     i=0; until [ -s #{runs} ]; do i=$((i+1)); [ $i -le 300 ] || { echo no first run; exit 1; }; sleep 0.1; done
     before=$(wc -l <#{runs})
-    /usr/local/bin/convergent --store #{view} set --cluster web app.workers=9
+    /usr/local/bin/convergent --store #{view} set --cluster web app.workers=9 >/dev/null
     i=0; until [ "$(wc -l <#{runs})" -gt "$before" ]; do i=$((i+1)); [ $i -le 300 ] || { echo no run after set; exit 1; }; sleep 0.1; done
     tail -n 2 #{runs}
   SH
