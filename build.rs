@@ -44,6 +44,13 @@ fn git_commit() -> Option<String> {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
+    // A source tarball unpacked inside some other checkout is not that
+    // checkout's commit: only a repository rooted here counts.
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let here = env::var("CARGO_MANIFEST_DIR").ok()?;
+    if Path::new(&top).canonicalize().ok()? != Path::new(&here).canonicalize().ok()? {
+        return None;
+    }
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
     // HEAD, the branch it names and packed-refs: a commit or a checkout
     // changes one of them. Only existing files: a missing one would rerun
