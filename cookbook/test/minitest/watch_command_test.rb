@@ -40,4 +40,32 @@ class WatchCommandTest < Minitest::Test
   def test_shell_quoting
     assert_equal "/bin/sh -c echo\\ \\$X", Convergent::WatchCommand.shell(['/bin/sh', '-c', 'echo $X'])
   end
+
+  def render(template, variables)
+    context = Object.new
+    variables.each { |name, value| context.instance_variable_set("@#{name}", value) }
+    ERB.new(File.read(File.join(COOKBOOK, 'templates', template)), trim_mode: '-').result(context.instance_eval { binding })
+  end
+
+  # convergent_watch's systemd unit, as the resource renders it, passes
+  # `systemd-analyze verify` (the test machine has no running systemd: only
+  # the complaint about its bus is let through).
+  def test_the_systemd_unit_verifies
+    analyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find { |p| File.executable?(p) }
+    skip 'systemd-analyze is not installed (Debian package systemd)' unless analyze
+    Dir.mktmpdir do |dir|
+      unit = File.join(dir, 'convergent-watch-web.service')
+      cmd = argv(store: 'file:/etc/convergent/view.yml', args: ['-j', '/var/lib/a b.json', '50%', '$HOME'])
+      cmd[0] = ConvergentTest::BINARY
+      File.write(unit, render('convergent-watch.service.erb',
+                              cluster: 'web', exec: '/usr/bin/chef-client', argv: cmd, no_new_privileges: false,
+                              environment: { 'ETCDCTL_USER' => 'deployer', 'NOTE' => 'a "quoted" 100% $value' }))
+      out = Mixlib::ShellOut.new(analyze, 'verify', unit, timeout: 60)
+      out.run_command
+      complaints = (out.stdout + out.stderr).lines.reject { |l| l.include?('Failed to connect to bus') || l.strip.empty? }
+      assert_equal 0, out.exitstatus, out.stdout + out.stderr
+      assert_empty complaints
+      assert_includes File.read(unit), %(ExecStart="#{ConvergentTest::BINARY}" "--store")
+    end
+  end
 end
