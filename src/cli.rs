@@ -16,7 +16,7 @@ use crate::report::ReportStatus;
 #[derive(Debug, Parser)]
 #[command(
     name = "convergent",
-    version,
+    version = crate::build_info::VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -109,6 +109,11 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+    /// Print the version, the commit and date of the build, the target and the store backends
+    Version,
+    /// Print the man page (roff), or write every page into a folder
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 /// Which node to resolve.
@@ -208,10 +213,15 @@ pub struct WatchArgs {
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 
-    /// Wait a random time up to this long before each run, so that a fleet
-    /// does not run all at once
+    /// Wait up to this long before each run, so that a fleet does not run
+    /// all at once
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     pub splay: HumanDuration,
+
+    /// How much of the splay to wait: a random share each time, or a fixed
+    /// share derived from the cluster and node names (predictable per node)
+    #[arg(long, value_enum, default_value = "random")]
+    pub splay_from: SplayFrom,
 
     /// Where to write the attributes file the program reads
     /// [default: next to the cache file, CLUSTER/NODE.attributes.json]
@@ -221,6 +231,16 @@ pub struct WatchArgs {
     /// Also look again this often, in case a change notice was missed
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub interval: HumanDuration,
+}
+
+/// How `watch` picks its wait within the splay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SplayFrom {
+    /// A random share of the splay before each run.
+    Random,
+    /// The same share every time for a given node: SPLAY × u, u the rank of
+    /// NODE in the id `splay/CLUSTER` (see README, "Rollouts").
+    Node,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +414,13 @@ pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write convergent.1 and one page per command (convergent-set.1, …) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

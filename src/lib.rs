@@ -15,6 +15,7 @@
 //!   [`yaml_text`] bounds and redacts the YAML in them.
 
 pub mod atomic_file;
+pub mod build_info;
 pub mod cache;
 pub mod cli;
 pub mod clock;

@@ -3,6 +3,7 @@
 pub mod attributes;
 mod edit;
 mod explain;
+mod manual;
 mod report;
 mod rollout;
 mod status;
@@ -75,10 +76,18 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// Runs a parsed command line against a given environment.
 pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
-    if let Command::Completions(args) = &cli.command {
-        let mut out = Vec::new();
-        clap_complete::generate(args.shell, &mut Cli::command(), "convergent", &mut out);
-        return crate::output::print(&String::from_utf8_lossy(&out));
+    // These describe the binary itself: no settings, no config file.
+    match &cli.command {
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "convergent", &mut out);
+            return crate::output::print(&String::from_utf8_lossy(&out));
+        }
+        Command::Version => {
+            return crate::output::print(&format!("convergent {}\n", crate::build_info::VERSION));
+        }
+        Command::Man(args) => return manual::run(args),
+        _ => {}
     }
     let ctx = Context {
         settings: Settings::load(&cli.global, env)?,
@@ -97,6 +106,8 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         Command::Import(args) => transfer::import(&ctx, args),
         Command::Export(args) => transfer::export(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),
-        Command::Completions(_) => unreachable!("handled above"),
+        Command::Completions(_) | Command::Version | Command::Man(_) => {
+            unreachable!("handled above")
+        }
     }
 }

@@ -37,6 +37,14 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
+    /// Every kind, in the order `convergent version` lists them.
+    pub const ALL: [StoreKind; 4] = [
+        StoreKind::File,
+        StoreKind::Consul,
+        StoreKind::Etcd,
+        StoreKind::ZooKeeper,
+    ];
+
     /// The name used in output (`source.store`) and messages.
     pub fn name(self) -> &'static str {
         match self {

@@ -232,3 +232,38 @@ fn sigterm_during_a_run_is_passed_on_and_watch_exits_cleanly() {
         "{log}"
     );
 }
+
+/// `--splay-from node` waits the same share of the splay every time for a
+/// node (web-01's is 0.98, web-02's 0.89: see `node_splay_share`), and
+/// SIGTERM during the wait stops the agent without running anything.
+#[test]
+fn the_node_splay_is_the_same_on_every_start_and_differs_by_node() {
+    let h = Harness::with_fixture(Backend::File);
+    let program = recorder(&h, "0", 0);
+    for (node, wait) in [("web-01", "49s"), ("web-01", "49s"), ("web-02", "44s")] {
+        let mut agent = WatchProcess::start(
+            &h,
+            &[
+                "--cluster",
+                "web",
+                "--node",
+                node,
+                "--splay",
+                "50s",
+                "--splay-from",
+                "node",
+                "--exec",
+                &program,
+            ],
+        );
+        let line = format!("waiting {wait} first (splay)");
+        assert!(
+            eventually(WAIT, || agent.log().contains(&line)),
+            "{node}: {line}; log:\n{}",
+            agent.log()
+        );
+        let status = agent.terminate().expect("exits on SIGTERM");
+        assert!(status.success(), "{status:?}; log:\n{}", agent.log());
+    }
+    assert!(runs(&h).is_empty(), "nothing ran during the splay");
+}
