@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 use crate::clock::{age_seconds, format_rfc3339, parse_rfc3339};
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::node_attributes::AttributesDocument;
 

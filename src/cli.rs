@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::clock::HumanDuration;
+use crate::config::{Flags, OnUnreachable};
 use crate::layout::Prefix;
 use crate::output::Format;
 use crate::report::ReportStatus;
@@ -71,13 +72,20 @@ pub struct GlobalArgs {
     pub timeout: Option<HumanDuration>,
 }
 
-/// What `attributes` does when the store cannot be reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OnUnreachable {
-    /// Serve the last-known-good result, marked stale, within --max-stale.
-    Cache,
-    /// Fail with exit 69.
-    Fail,
+impl GlobalArgs {
+    /// The flags as [`crate::config`] layers them.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            store: self.store.clone(),
+            prefix: self.prefix.clone(),
+            config: self.config.clone(),
+            format: self.format,
+            cache_dir: self.cache_dir.clone(),
+            max_stale: self.max_stale,
+            on_unreachable: self.on_unreachable,
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// The commands.

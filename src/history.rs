@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::now_rfc3339;
-use crate::config::Env;
 use crate::document::{display_path, leaves};
+use crate::env::Env;
 use crate::error::{Error, Result};
 
 /// How many changes a cluster's history keeps.

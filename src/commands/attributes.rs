@@ -5,9 +5,10 @@ use std::time::SystemTime;
 
 use crate::atomic_file;
 use crate::cache::{Cache, CacheKey};
-use crate::cli::{AttributesArgs, OnUnreachable};
+use crate::cli::AttributesArgs;
 use crate::clock::{format_age, now_rfc3339};
 use crate::commands::Context;
+use crate::config::OnUnreachable;
 use crate::error::{Error, Result};
 use crate::node_attributes::AttributesDocument;
 use crate::output;

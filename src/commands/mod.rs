@@ -13,7 +13,8 @@ mod watch;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, NodeTarget};
-use crate::config::{process_env, Env, Settings};
+use crate::config::Settings;
+use crate::env::{process_env, Env};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::output::Format;
@@ -81,7 +82,7 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         return crate::output::print(&String::from_utf8_lossy(&out));
     }
     let ctx = Context {
-        settings: Settings::load(&cli.global, env)?,
+        settings: Settings::load(&cli.global.flags(), env)?,
         env,
     };
     match &cli.command {

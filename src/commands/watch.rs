@@ -28,7 +28,7 @@ use crate::cli::WatchArgs;
 use crate::clock::{now_rfc3339, random_fraction, HumanDuration};
 use crate::commands::attributes::{cache_key, fetch};
 use crate::commands::Context;
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
 use crate::node_attributes::AttributesDocument;

@@ -29,7 +29,7 @@ use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
 };
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 
 /// Options the etcd URL accepts (`etcd://h:2379?consistency=serializable`).
@@ -966,7 +966,7 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env_of;
+    use crate::env::env_of;
 
     #[test]
     fn prefix_ends_follow_etcd() {
