@@ -43,6 +43,15 @@ pub fn print(text: &str) -> Result<()> {
     }
 }
 
+/// `1 node`, `3 nodes`: a count and its noun, plural when it is not one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The width of text on screen: characters outside ANSI colour sequences.
 fn visible_width(text: &str) -> usize {
     let mut width = 0;

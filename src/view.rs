@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 use crate::layout::{check_name, Layout, NameKind, Prefix};
 use crate::rollout::record::RolloutRecord;
+use crate::rollout::state::{PlanProgress, RolloutState};
 use crate::schema::{state_of, Schema};
 
 /// A view split into documents, with everything found wrong on the way.
@@ -81,7 +82,12 @@ pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
             }
             "plans" => {
                 for (name, progress) in out.children(&layout.key("plans"), value, NameKind::Rollout) {
-                    out.document_map(&layout.plan(&name), progress);
+                    let key = layout.plan(&name);
+                    if let Some(doc) = out.document_map(&key, progress) {
+                        if let Err(e) = PlanProgress::from_document(&key, &doc) {
+                            out.problems.push(keyed(e));
+                        }
+                    }
                 }
             }
             "locks" => {} // held by running orchestrators; never imported or exported
@@ -372,6 +378,15 @@ impl ViewDocuments {
                     &Value::Object(r.patch),
                     schemas.get(cluster),
                 );
+                // Nodes would obey a record that only has what they read, but
+                // `rollout status`, `pause` and `rollback` could not handle
+                // it: only what the orchestrator writes gets in.
+                if let Err(e) = RolloutState::from_document(&key, record) {
+                    self.problems.push(format!(
+                        "{} (write rollouts with `convergent rollout run PLAN`, or export one from a store where it ran)",
+                        keyed(e)
+                    ));
+                }
             }
             Err(e) => self.problems.push(keyed(e)),
         }
@@ -382,6 +397,28 @@ impl ViewDocuments {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A rollout record as the orchestrator writes it.
+    fn orchestrator_record() -> Value {
+        json!({"id": "r1", "status": "running", "threshold": 0.5, "patch": {"state": "off"},
+               "plan": "r", "step": 0, "strategy": {"canary": 0, "batch": "100%", "pause": "0s", "max_failed": 0}})
+    }
+
+    #[test]
+    fn a_rollout_record_nodes_could_read_but_the_orchestrator_cannot_is_refused() {
+        let v = split_default(json!({"convergent": {
+            "clusters": {"web": {"desired": {"state": "on"}}},
+            "rollouts": {"web": {"id": "r1", "status": "running", "threshold": 0.5, "patch": {"v": 1}}},
+            "plans": {"p": {"name": "p"}},
+        }}));
+        let all = v.problems.join("\n");
+        assert!(
+            all.contains("convergent/rollouts/web: not a rollout record the orchestrator wrote: missing field `plan`")
+                && all.contains("rollout run PLAN")
+                && all.contains("convergent/plans/p: not a plan record"),
+            "{all}"
+        );
+    }
 
     fn split_default(tree: Value) -> ViewDocuments {
         split(&tree, &Prefix::default())
@@ -396,7 +433,7 @@ mod tests {
                 "desired": {"state": "converged"},
                 "nodes": {"web-07": {"state": "off"}},
             }},
-            "rollouts": {"web": {"id": "r1", "threshold": 0.5, "patch": {"state": "off"}}},
+            "rollouts": {"web": orchestrator_record()},
             "locks": {"anything": 1},
         }}));
         assert!(v.problems.is_empty(), "{:?}", v.problems);

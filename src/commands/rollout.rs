@@ -13,7 +13,7 @@ use crate::commands::Context;
 use crate::error::{Error, Result};
 use crate::history::actor;
 use crate::layout::{check_name, NameKind};
-use crate::output::{self, columns, Format};
+use crate::output::{self, columns, count, Format};
 use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
 use crate::rollout::plan::Plan;
 use crate::rollout::state::Direction;
@@ -73,9 +73,9 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
         return match ctx.format_or(Format::Table) {
             Format::Table => {
                 let mut text = format!(
-                    "plan {}: {} steps (dry run: nothing is written)\n",
+                    "plan {}: {} (dry run: nothing is written)\n",
                     plan.name,
-                    plan.steps.len()
+                    count(plan.steps.len(), "step")
                 );
                 for (p, step) in previews.iter().zip(&plan.steps) {
                     text.push_str(&format!(
@@ -157,12 +157,29 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
     }
     let store = ctx.open_store()?;
     let member_ttl = args.member_ttl.map_or(ctx.settings.member_ttl, |d| d.0);
-    let views = orchestrator::rollouts(
+    let (views, unreadable) = orchestrator::rollouts(
         store.as_ref(),
         &ctx.layout(),
         args.cluster.as_deref(),
         member_ttl,
     )?;
+    print_rollouts(ctx, args, &views)?;
+    // The readable ones are shown; then the others are named, exit 65.
+    match unreadable.len() {
+        0 => Ok(()),
+        1 => Err(unreadable.into_iter().next().expect("one")),
+        _ => Err(Error::Invalid {
+            subject: "some rollout records".into(),
+            problems: unreadable.iter().map(ToString::to_string).collect(),
+        }),
+    }
+}
+
+fn print_rollouts(
+    ctx: &Context,
+    args: &RolloutStatusArgs,
+    views: &[orchestrator::RolloutView],
+) -> Result<()> {
     if ctx.format_or(Format::Table) != Format::Table {
         return output::print(&output::render(&views, ctx.format_or(Format::Json)));
     }
@@ -181,12 +198,12 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
         "RELEASED",
         "CONVERGED",
         "FAILED",
-        "WAITING",
+        "HELD",
         "ABSENT",
     ]
     .map(String::from)
     .to_vec()];
-    for v in &views {
+    for v in views {
         let r = &v.record;
         let status = serde_json::to_value(r.status)
             .expect("serializes")
@@ -196,7 +213,7 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
         rows.push(vec![
             v.cluster.clone(),
             r.id.clone(),
-            (r.step + 1).to_string(),
+            v.step.to_string(),
             if r.direction == Direction::Back {
                 format!("{status} (rolling back)")
             } else {
@@ -206,12 +223,12 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
             v.released.to_string(),
             v.converged.to_string(),
             v.failed.to_string(),
-            v.waiting.to_string(),
+            v.held.to_string(),
             v.absent.to_string(),
         ]);
     }
     let mut text = columns(&rows);
-    for v in &views {
+    for v in views {
         if let Some(reason) = &v.record.reason {
             text.push_str(&format!("\n{}: {reason}\n", v.cluster));
         }
@@ -278,15 +295,6 @@ impl Observer for LiveLine {
             self.open = false;
         }
         let _ = out.flush();
-    }
-}
-
-/// `1 node`, `3 nodes`.
-fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }
 

@@ -132,8 +132,8 @@ fn table(r: &StatusReport, colour: bool) -> String {
     out.push_str(&columns(&rows));
     let c = r.summary;
     out.push_str(&format!(
-        "{} members: {} converged, {} pending, {} failed, {} absent\n",
-        c.total(),
+        "{}: {} converged, {} pending, {} failed, {} absent\n",
+        crate::output::count(c.total(), "member"),
         c.converged,
         c.pending,
         c.failed,

@@ -15,9 +15,9 @@ pub fn run(ctx: &Context, args: &ValidateArgs) -> Result<()> {
         let plan = Plan::parse(&args.file, &text)?;
         let clusters: Vec<&str> = plan.steps.iter().map(|s| s.cluster.as_str()).collect();
         return output::print(&format!(
-            "{file}: valid plan {:?}: {} steps ({})\n",
+            "{file}: valid plan {:?}: {} ({})\n",
             plan.name,
-            plan.steps.len(),
+            output::count(plan.steps.len(), "step"),
             clusters.join(" -> ")
         ));
     }
@@ -29,10 +29,10 @@ pub fn run(ctx: &Context, args: &ValidateArgs) -> Result<()> {
         });
     }
     output::print(&format!(
-        "{file}: valid view: {} clusters, {} node overrides, {} rollouts, {} documents\n",
-        split.clusters,
-        split.node_overrides,
-        split.rollouts,
-        split.documents.len()
+        "{file}: valid view: {}, {}, {}, {}\n",
+        output::count(split.clusters, "cluster"),
+        output::count(split.node_overrides, "node override"),
+        output::count(split.rollouts, "rollout"),
+        output::count(split.documents.len(), "document")
     ))
 }

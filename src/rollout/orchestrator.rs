@@ -288,7 +288,7 @@ impl<'a> Orchestrator<'a> {
                     progress.record(Event::now(
                         &actor,
                         "started",
-                        format!("{} steps", plan.steps.len()),
+                        crate::output::count(plan.steps.len(), "step"),
                     ));
                     let mut doc = progress.to_document();
                     doc["digest"] = json!(digest);
@@ -1148,6 +1148,9 @@ pub fn control(
 pub struct RolloutView {
     /// The cluster.
     pub cluster: String,
+    /// The step's number in its plan, from 1, as in the rollout id and the
+    /// table (the record keeps the index, from 0).
+    pub step: usize,
     /// The record.
     pub record: RolloutState,
     /// Released members that are present.
@@ -1156,19 +1159,21 @@ pub struct RolloutView {
     pub converged: usize,
     /// Of those, failed.
     pub failed: usize,
-    /// Members not released yet.
-    pub waiting: usize,
+    /// Members not released yet (held on the previous desired state).
+    pub held: usize,
     /// Members absent.
     pub absent: usize,
 }
 
-/// Every active rollout (or that of `cluster`), with its fleet's counts.
+/// Every active rollout (or that of `cluster`), with its fleet's counts, and
+/// the records that could not be read: one bad record does not hide the
+/// others.
 pub fn rollouts(
     store: &dyn Store,
     layout: &Layout,
     cluster: Option<&str>,
     member_ttl: Duration,
-) -> Result<Vec<RolloutView>> {
+) -> Result<(Vec<RolloutView>, Vec<Error>)> {
     let clusters: Vec<String> = match cluster {
         Some(c) => vec![c.to_string()],
         None => {
@@ -1181,12 +1186,26 @@ pub fn rollouts(
         }
     };
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     for c in clusters {
-        let fleet = Fleet::read(store, layout, &c, member_ttl, SystemTime::now())?;
+        let fleet = match Fleet::read(store, layout, &c, member_ttl, SystemTime::now()) {
+            Ok(fleet) => fleet,
+            Err(e @ (Error::BadKey { .. } | Error::BadName(_))) => {
+                unreadable.push(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let Some(doc) = &fleet.rollout_doc else {
             continue;
         };
-        let record = RolloutState::from_document(&layout.rollout(&c), doc)?;
+        let record = match RolloutState::from_document(&layout.rollout(&c), doc) {
+            Ok(record) => record,
+            Err(e) => {
+                unreadable.push(e);
+                continue;
+            }
+        };
         let order = ranked(
             &record.id,
             fleet.batch_members().iter().map(|m| m.node.as_str()),
@@ -1195,10 +1214,11 @@ pub fn rollouts(
         let counts = watched_counts(&states, &order, |r| r <= record.threshold);
         out.push(RolloutView {
             cluster: c,
+            step: record.step + 1,
             released: counts.watched,
             converged: counts.converged,
             failed: counts.failed,
-            waiting: order.iter().filter(|r| r.rank > record.threshold).count(),
+            held: order.iter().filter(|r| r.rank > record.threshold).count(),
             absent: fleet
                 .members
                 .iter()
@@ -1207,5 +1227,5 @@ pub fn rollouts(
             record,
         });
     }
-    Ok(out)
+    Ok((out, unreadable))
 }

@@ -18,7 +18,7 @@ fn the_bundled_view_and_plan_are_valid() {
     let out = validate("view.yml");
     assert!(out.status.success());
     assert!(
-        stdout(&out).contains("valid view: 3 clusters, 3 node overrides, 1 rollouts"),
+        stdout(&out).contains("valid view: 3 clusters, 3 node overrides, 1 rollout"),
         "{}",
         stdout(&out)
     );
