@@ -341,6 +341,9 @@ pub struct SetArgs {
     #[arg(long)]
     pub create: bool,
 
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+
     /// Why, recorded in the cluster's history
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -365,6 +368,9 @@ pub struct UnsetArgs {
     #[arg(long, requires = "node", conflicts_with = "keys")]
     pub all: bool,
 
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+
     /// Why, recorded in the cluster's history
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -379,9 +385,34 @@ pub struct ImportArgs {
     /// The view file (YAML, or JSON)
     pub file: PathBuf,
 
-    /// Also delete documents the file does not have (locks are kept)
+    /// Also delete documents the file does not have (locks are kept); each
+    /// deleted key is named
     #[arg(long)]
     pub replace: bool,
+
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+
+    /// Let state changes through that the cluster schema's transitions
+    /// refuse; recorded as forced in the cluster's history
+    #[arg(long)]
+    pub force: bool,
+
+    /// Why, recorded in the history of each cluster the import changes
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// Seeing a write before (or instead of) making it.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// Show what would change, key by key, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Show what changes, key by key, as `-`/`+` lines (with --dry-run: what would)
+    #[arg(long)]
+    pub diff: bool,
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,9 @@ pub struct Settings {
     pub prefix: Prefix,
     /// Output format, when one was asked for.
     pub format: Option<Format>,
+    /// The format given as a flag: a command that cannot honour it refuses
+    /// it, while one from the environment or config file is only a default.
+    pub format_flag: Option<Format>,
     /// Cache folder, when one was configured (else the default search).
     pub cache_dir: Option<PathBuf>,
     /// Oldest cached result to serve.
@@ -256,6 +259,7 @@ impl Settings {
             store,
             prefix,
             format,
+            format_flag: args.format,
             cache_dir,
             max_stale,
             on_unreachable,

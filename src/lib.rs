@@ -37,3 +37,4 @@ pub mod store;
 pub mod update;
 pub mod view;
 pub mod view_file;
+pub mod yaml;

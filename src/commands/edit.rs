@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cli::{SetArgs, UnsetArgs};
+use crate::cli::{PreviewArgs, SetArgs, UnsetArgs};
 use crate::commands::Context;
 use crate::document::{decode_value, display_path, parse_path, remove_path, set_path, Path};
 use crate::error::{Error, Result};
@@ -29,6 +29,7 @@ pub fn set(ctx: &Context, args: &SetArgs) -> Result<()> {
         create: args.create,
         reason: args.reason.clone(),
         command: "set",
+        preview: &args.preview,
     };
     edit(ctx, &target, |doc| {
         for (path, value) in &assignments {
@@ -57,6 +58,7 @@ pub fn unset(ctx: &Context, args: &UnsetArgs) -> Result<()> {
         create: false,
         reason: args.reason.clone(),
         command: "unset",
+        preview: &args.preview,
     };
     edit(ctx, &target, |doc| {
         if args.all {
@@ -94,6 +96,7 @@ struct Target<'a> {
     create: bool,
     reason: Option<String>,
     command: &'static str,
+    preview: &'a PreviewArgs,
 }
 
 // Positions in the one read an edit makes; the node case adds the cluster's
@@ -108,9 +111,11 @@ const ROLLOUT: usize = 4;
 struct EditReport {
     key: String,
     changes: Vec<FieldChange>,
+    dry_run: bool,
 }
 
 fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>) -> Result<()> {
+    let format = ctx.format(target.command, &[Format::Table, Format::Json, Format::Yaml])?;
     let cluster = target.cluster;
     check_name(NameKind::Cluster, cluster).map_err(Error::BadName)?;
     if let Some(node) = target.node {
@@ -196,6 +201,9 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
         }
 
         changes = diff(old.as_ref(), new.as_ref());
+        if target.preview.dry_run {
+            return Ok(None);
+        }
         let change = Change::now(
             ctx.env,
             target.command,
@@ -213,8 +221,19 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
     let report = EditReport {
         key: target_key,
         changes,
+        dry_run: target.preview.dry_run,
     };
-    match ctx.format_or(Format::Table) {
+    match format {
+        Format::Table if target.preview.diff => {
+            let mut text = match report.changes.is_empty() {
+                true => format!("{}: no change\n", report.key),
+                false => history::diff_text(&report.key, &report.changes),
+            };
+            if report.dry_run {
+                text.push_str("dry run: nothing was written\n");
+            }
+            output::print(&text)
+        }
         Format::Table => output::print(&report.to_text()),
         format => output::print(&output::render(&report, format)),
     }
@@ -255,6 +274,15 @@ impl EditReport {
         if self.changes.is_empty() {
             return format!("{}: no change, nothing written\n", self.key);
         }
+        if self.dry_run {
+            let mut text = self.lines();
+            text.push_str("dry run: nothing was written\n");
+            return text;
+        }
+        self.lines()
+    }
+
+    fn lines(&self) -> String {
         let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_string(), |v| v.to_string());
         self.changes
             .iter()

@@ -28,6 +28,7 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
         RolloutCommand::Resume(a) => control(ctx, a, Control::Resume),
         RolloutCommand::Abort(a) => control(ctx, a, Control::Abort),
         RolloutCommand::Rollback(a) => {
+            ctx.format("rollout rollback", &[Format::Table, Format::Json])?;
             check_name(NameKind::Cluster, &a.cluster).map_err(Error::BadName)?;
             let store = ctx.open_store()?;
             // A forward orchestrator still running needs a turn to see the
@@ -64,13 +65,21 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 }
 
 fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
+    let format = if args.dry_run {
+        ctx.format(
+            "rollout run --dry-run",
+            &[Format::Table, Format::Json, Format::Yaml],
+        )?
+    } else {
+        ctx.format("rollout run", &[Format::Table, Format::Json])?
+    };
     let plan = Plan::from_file(&args.plan)?;
     let store = ctx.open_store()?;
     let options = run_options(ctx, &args.options, false);
     if args.dry_run {
         let previews =
             orchestrator::preview(store.as_ref(), &ctx.layout(), &plan, options.member_ttl)?;
-        return match ctx.format_or(Format::Table) {
+        return match format {
             Format::Table => {
                 let mut text = format!(
                     "plan {}: {} (dry run: nothing is written)\n",
@@ -128,6 +137,15 @@ fn orchestrate(
 }
 
 fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<()> {
+    let verb = match action {
+        Control::Pause => "pause",
+        Control::Resume => "resume",
+        Control::Abort => "abort",
+    };
+    let format = ctx.format(
+        &format!("rollout {verb}"),
+        &[Format::Table, Format::Json, Format::Yaml],
+    )?;
     check_name(NameKind::Cluster, &args.cluster).map_err(Error::BadName)?;
     let store = ctx.open_store()?;
     let state = orchestrator::control(
@@ -139,6 +157,15 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
         args.reason.clone(),
     )?;
     let status = serde_json::to_value(state.status).expect("serializes");
+    if format != Format::Table {
+        let result = serde_json::json!({
+            "cluster": args.cluster,
+            "rollout": state.id,
+            "status": status,
+            "plan": state.plan,
+        });
+        return output::print(&output::render(&result, format));
+    }
     output::print(&format!(
         "{}: rollout {} is now {}{}\n",
         args.cluster,
@@ -152,6 +179,10 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
 }
 
 fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
+    let format = ctx.format(
+        "rollout status",
+        &[Format::Table, Format::Json, Format::Yaml],
+    )?;
     if let Some(c) = &args.cluster {
         check_name(NameKind::Cluster, c).map_err(Error::BadName)?;
     }
@@ -163,7 +194,7 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
         args.cluster.as_deref(),
         member_ttl,
     )?;
-    print_rollouts(ctx, args, &views)?;
+    print_rollouts(format, args, &views)?;
     // The readable ones are shown; then the others are named, exit 65.
     match unreadable.len() {
         0 => Ok(()),
@@ -176,12 +207,12 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
 }
 
 fn print_rollouts(
-    ctx: &Context,
+    format: Format,
     args: &RolloutStatusArgs,
     views: &[orchestrator::RolloutView],
 ) -> Result<()> {
-    if ctx.format_or(Format::Table) != Format::Table {
-        return output::print(&output::render(&views, ctx.format_or(Format::Json)));
+    if format != Format::Table {
+        return output::print(&output::render(&views, format));
     }
     if views.is_empty() {
         return output::print(&match &args.cluster {

@@ -32,6 +32,7 @@ struct RolloutLine {
 
 /// Runs `status`.
 pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
+    let format = ctx.format("status", &[Format::Table, Format::Json, Format::Yaml])?;
     let cluster = args
         .cluster
         .clone()
@@ -65,7 +66,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
         members: &fleet.members,
         problems: &fleet.problems,
     };
-    match ctx.format_or(Format::Table) {
+    match format {
         Format::Table => output::print(&table(&report, use_colour(ctx))),
         format => output::print(&output::render(&report, format)),
     }?;

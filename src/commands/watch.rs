@@ -32,6 +32,7 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
 use crate::node_attributes::AttributesDocument;
+use crate::output::Format;
 use crate::resolve::watch_roots;
 use crate::store::{ChangeFeed, Store};
 
@@ -42,6 +43,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Runs `watch` until SIGTERM or SIGINT.
 pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
+    // It logs lines for people and journals; nothing else to choose.
+    ctx.format("watch", &[Format::Table])?;
     let (cluster, node) = ctx.node_target(&args.target)?;
     check_name(NameKind::Cluster, &cluster).map_err(Error::BadName)?;
     check_name(NameKind::Node, &node).map_err(Error::BadName)?;

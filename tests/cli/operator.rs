@@ -2,7 +2,7 @@
 //! listed, paused and removed; records the orchestrator could not read are
 //! refused at the door; one bad record does not hide the others.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::{assert_refused, stderr, stdout, store_suite, Backend, Harness};
 
@@ -10,6 +10,8 @@ store_suite! {
     the_tour_rollout_is_listable_pausable_and_removable,
     a_rollout_record_only_nodes_could_read_is_refused_by_import,
     one_unreadable_rollout_record_does_not_hide_the_others,
+    set_and_unset_preview_without_writing,
+    import_previews_records_and_enforces_transitions,
 }
 
 fn the_tour_rollout_is_listable_pausable_and_removable(backend: Backend) {
@@ -80,4 +82,194 @@ fn one_unreadable_rollout_record_does_not_hide_the_others(backend: Backend) {
         "{}",
         stderr(&out)
     );
+}
+
+fn set_and_unset_preview_without_writing(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    let before = h.export();
+    let out = stdout(&h.ok(&["set", "--cluster", "web", "app.workers=12", "--dry-run"]));
+    assert_eq!(
+        out,
+        "convergent/clusters/web/desired: app.workers 8 -> 12\ndry run: nothing was written\n"
+    );
+    let out = stdout(&h.ok(&[
+        "unset",
+        "--cluster",
+        "web",
+        "--node",
+        "web-03",
+        "app.workers",
+        "--dry-run",
+        "--diff",
+    ]));
+    assert_eq!(
+        out,
+        "convergent/clusters/web/nodes/web-03\n-   app.workers: 16\ndry run: nothing was written\n"
+    );
+    assert_eq!(
+        h.export(),
+        before,
+        "a dry run writes nothing, history included"
+    );
+    let out = stdout(&h.ok(&["set", "--cluster", "web", "app.workers=12", "--diff"]));
+    assert_eq!(
+        out,
+        "convergent/clusters/web/desired\n-   app.workers: 8\n+   app.workers: 12\n"
+    );
+    assert_eq!(
+        h.export()["convergent"]["clusters"]["web"]["desired"]["app"]["workers"],
+        12
+    );
+}
+
+fn import_previews_records_and_enforces_transitions(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    h.ok(&["set", "--cluster", "web", "state=off"]);
+    let before = h.export();
+    let file = h.path("web-on.yml");
+    std::fs::write(
+        &file,
+        "convergent:\n  clusters:\n    web:\n      desired: {state: converged, version: \"2.4.0\", app: {port: 8080, workers: 8}}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // off -> converged is refused by web's schema, as it is for `set`.
+    let out = h.run(&["import", file]);
+    assert_refused(
+        &out,
+        65,
+        &[
+            "convergent/clusters/web/desired",
+            "\"off\" -> \"converged\"",
+            "--force",
+        ],
+    );
+    assert_eq!(h.export(), before);
+    let out = stdout(&h.ok(&["import", file, "--dry-run", "--force"]));
+    assert!(
+        out.contains(
+            "convergent/clusters/web/desired\n-   state: \"off\"\n+   state: \"converged\"\n"
+        ) && out.contains("would import 1 document")
+            && out.contains("dry run: nothing was written"),
+        "{out}"
+    );
+    assert_eq!(h.export(), before);
+    h.ok(&["import", file, "--force", "--reason", "INC-7"]);
+    let view = h.export();
+    assert_eq!(
+        view["convergent"]["clusters"]["web"]["desired"]["state"],
+        "converged"
+    );
+    let history = view["convergent"]["clusters"]["web"]["history"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let last: &Value = history.last().unwrap();
+    assert_eq!(last["command"], "import");
+    assert_eq!(last["forced"], true);
+    assert_eq!(last["reason"], "INC-7");
+    assert_eq!(
+        last["changes"],
+        json!([{"path": "state", "from": "off", "to": "converged"}])
+    );
+}
+
+/// `--format` is honoured where it applies and refused where it does not;
+/// with `--format json` an error is one JSON object on stderr.
+#[test]
+fn formats_are_honoured_or_refused_and_errors_can_be_json() {
+    let h = Harness::with_fixture(Backend::File);
+    let out = h.run(&["get", "clusters/web/desired", "--format", "table"]);
+    assert_refused(
+        &out,
+        64,
+        &["--format table does not apply to `get`", "json or yaml"],
+    );
+    let out = h.run(&["--format", "json", "get", "clusters/nope/desired"]);
+    assert_eq!(out.status.code(), Some(65));
+    let error: Value = serde_json::from_str(stderr(&out).trim()).expect("one JSON object");
+    assert_eq!(error["code"], "bad_data");
+    assert_eq!(error["exit_status"], 65);
+    assert_eq!(error["key"], "convergent/clusters/nope/desired");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing is stored"));
+    // A usage error clap finds is JSON too.
+    let out = h.run(&["--format", "json", "set", "--bogus"]);
+    assert_eq!(out.status.code(), Some(64));
+    let error: Value = serde_json::from_str(stderr(&out).trim()).expect("one JSON object");
+    assert_eq!(error["code"], "usage");
+
+    let yaml = stdout(&h.ok(&[
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-07",
+        "--format",
+        "yaml",
+    ]));
+    assert!(yaml.contains("  state: \"off\"\n"), "{yaml}");
+    let out = h.run(&[
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-07",
+        "--format",
+        "table",
+    ]);
+    assert_refused(&out, 64, &["`attributes`"]);
+    let file = h.path("a.json");
+    let out = h.run(&[
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-07",
+        "--format",
+        "yaml",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert_refused(&out, 64, &["`attributes --output`"]);
+    assert!(!file.exists());
+    // A format from the environment is a default, never a refusal: a chef
+    // run with CONVERGENT_FORMAT=table still gets its JSON.
+    let out = h
+        .cmd()
+        .env("CONVERGENT_FORMAT", "table")
+        .args(["attributes", "--cluster", "web", "--node", "web-07"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice::<Value>(&out.stdout).expect("JSON attributes");
+
+    let view = crate::support::fixture("view.yml");
+    let out = stdout(&h.ok(&["validate", view.to_str().unwrap(), "--format", "json"]));
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (result["kind"].as_str(), result["rollouts"].as_u64()),
+        (Some("view"), Some(1))
+    );
+    let out = stdout(&h.ok(&["import", view.to_str().unwrap(), "--format", "json"]));
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["changed"], json!([]));
+    let attributes = h.attributes_file("web", "web-01");
+    let out = stdout(&h.ok(&[
+        "report",
+        "--status",
+        "success",
+        "--attributes",
+        attributes.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["key"], "convergent/observed/web/web-01");
+    let out = h.run(&["completions", "bash", "--format", "json"]);
+    assert_refused(&out, 64, &["`completions`"]);
+    let out = h.run(&["export", "--format", "table"]);
+    assert_refused(&out, 64, &["`export`"]);
 }
