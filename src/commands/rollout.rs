@@ -16,6 +16,7 @@ use crate::layout::{check_name, NameKind};
 use crate::output::{self, columns, count, Format};
 use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
 use crate::rollout::plan::Plan;
+use crate::rollout::preflight::preflight;
 use crate::rollout::state::Direction;
 use crate::store::Store;
 
@@ -77,6 +78,8 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
     let store = ctx.open_store()?;
     let options = run_options(ctx, &args.options, false);
     if args.dry_run {
+        // What the real start would refuse, the dry run refuses too.
+        preflight(store.as_ref(), &ctx.layout(), &plan)?;
         let previews =
             orchestrator::preview(store.as_ref(), &ctx.layout(), &plan, options.member_ttl)?;
         return match format {

@@ -12,6 +12,8 @@ store_suite! {
     one_unreadable_rollout_record_does_not_hide_the_others,
     set_and_unset_preview_without_writing,
     import_previews_records_and_enforces_transitions,
+    a_start_the_run_would_refuse_is_refused_by_the_dry_run_and_writes_nothing,
+    a_plan_that_never_started_can_be_corrected_under_its_name,
 }
 
 fn the_tour_rollout_is_listable_pausable_and_removable(backend: Backend) {
@@ -272,4 +274,104 @@ fn formats_are_honoured_or_refused_and_errors_can_be_json() {
     assert_refused(&out, 64, &["`completions`"]);
     let out = h.run(&["export", "--format", "table"]);
     assert_refused(&out, 64, &["`export`"]);
+}
+
+fn a_start_the_run_would_refuse_is_refused_by_the_dry_run_and_writes_nothing(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    let plan = |name: &str, text: &str| {
+        let path = h.path(&format!("{name}.yml"));
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let bogus = plan(
+        "bogus",
+        "name: dbup\nsteps:\n  - cluster: db\n    set: {state: bogus}\n",
+    );
+    let busy = plan(
+        "busy",
+        "name: webup\nsteps:\n  - cluster: web\n    set: {version: '9'}\n",
+    );
+    let before = h.export();
+    for (file, code, needle) in [
+        (&bogus, 65, "state \"bogus\" is not allowed"),
+        (&busy, 75, "cluster web has an active rollout, web-2.4.1"),
+    ] {
+        assert_refused(
+            &h.run(&["rollout", "run", "--dry-run", file]),
+            code,
+            &[needle],
+        );
+        assert_refused(
+            &h.run(&["rollout", "run", file, "--poll", "10ms"]),
+            code,
+            &[needle],
+        );
+        assert_eq!(h.export(), before, "{file}: a refused start writes nothing");
+    }
+    // A later step's transition is checked from the state the earlier
+    // steps leave: off -> converged is refused by web's schema.
+    h.ok(&["rollout", "abort", "web"]);
+    h.ok(&[
+        "rollout",
+        "rollback",
+        "web",
+        "--all-at-once",
+        "--poll",
+        "10ms",
+    ]);
+    let before = h.export();
+    let two = plan(
+        "two",
+        "name: bounce\nsteps:\n  - cluster: web\n    set: {state: 'off'}\n  - cluster: web\n    set: {state: converged}\n",
+    );
+    for args in [
+        vec!["rollout", "run", "--dry-run", &two],
+        vec!["rollout", "run", &two, "--poll", "10ms"],
+    ] {
+        assert_refused(
+            &h.run(&args),
+            65,
+            &[
+                "step 2 of plan bounce",
+                "\"off\" -> \"converged\" is not allowed",
+            ],
+        );
+    }
+    assert_eq!(h.export(), before);
+}
+
+fn a_plan_that_never_started_can_be_corrected_under_its_name(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    // What an earlier version left after a refused first step: the plan's
+    // record, running, no step started.
+    h.put_document(
+        "convergent/plans/dbup",
+        json!({"name": "dbup", "status": "running", "steps": 1, "done": 0, "digest": "0000000000000000", "history": []}),
+    );
+    let path = h.path("dbup.yml");
+    std::fs::write(
+        &path,
+        "name: dbup\nsteps:\n  - cluster: db\n    set: {version: '5.1'}\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    h.ok(&["rollout", "run", "--dry-run", path]);
+    h.ok(&["rollout", "run", path, "--poll", "10ms"]);
+    let view = h.export();
+    assert_eq!(
+        view["convergent"]["clusters"]["db"]["desired"]["version"],
+        "5.1"
+    );
+    assert_eq!(view["convergent"]["plans"]["dbup"]["status"], "completed");
+    // Once a step has started, a changed plan is refused as before.
+    std::fs::write(
+        h.path("dbup.yml"),
+        "name: dbup\nsteps:\n  - cluster: db\n    set: {version: '5.2'}\n",
+    )
+    .unwrap();
+    assert_refused(
+        &h.run(&["rollout", "run", "--dry-run", path]),
+        65,
+        &["plan dbup changed since it started"],
+    );
 }
