@@ -109,6 +109,11 @@ pub enum Command {
     Set(SetArgs),
     /// Remove keys from a cluster's (or one node's) desired document
     Unset(UnsetArgs),
+    /// A cluster's changes (who, when, why, what) and its rollout events, oldest first
+    History(HistoryArgs),
+    /// Undo one change from a cluster's history: a new compare-and-set write
+    /// restoring its before-values, itself recorded
+    Revert(RevertArgs),
     /// Load a YAML (or JSON) view file into the store
     Import(ImportArgs),
     /// Print the whole view as YAML (or JSON), in the format `import` reads
@@ -378,6 +383,32 @@ pub struct UnsetArgs {
     /// Dotted keys to remove
     #[arg(value_name = "KEY", required_unless_present = "all")]
     pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The cluster
+    pub cluster: String,
+
+    /// Only the latest N lines
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// The cluster
+    pub cluster: String,
+
+    /// The change to undo: its ENTRY id from `convergent history CLUSTER`
+    pub entry: String,
+
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+
+    /// Why, recorded in the cluster's history
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

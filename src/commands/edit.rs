@@ -90,13 +90,13 @@ fn parse_assignment(text: &str) -> Result<(Path, Value)> {
 }
 
 /// Which document an edit changes, and how it is recorded.
-struct Target<'a> {
-    cluster: &'a str,
-    node: Option<&'a str>,
-    create: bool,
-    reason: Option<String>,
-    command: &'static str,
-    preview: &'a PreviewArgs,
+pub(super) struct Target<'a> {
+    pub(super) cluster: &'a str,
+    pub(super) node: Option<&'a str>,
+    pub(super) create: bool,
+    pub(super) reason: Option<String>,
+    pub(super) command: &'static str,
+    pub(super) preview: &'a PreviewArgs,
 }
 
 // Positions in the one read an edit makes; the node case adds the cluster's
@@ -114,7 +114,11 @@ struct EditReport {
     dry_run: bool,
 }
 
-fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>) -> Result<()> {
+pub(super) fn edit(
+    ctx: &Context,
+    target: &Target,
+    apply: impl Fn(&mut Value) -> Result<()>,
+) -> Result<()> {
     let format = ctx.format(target.command, &[Format::Table, Format::Json, Format::Yaml])?;
     let cluster = target.cluster;
     check_name(NameKind::Cluster, cluster).map_err(Error::BadName)?;

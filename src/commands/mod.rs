@@ -3,6 +3,7 @@
 pub mod attributes;
 mod edit;
 mod explain;
+mod history;
 mod import;
 mod report;
 mod rollout;
@@ -149,6 +150,8 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         Command::Get(args) => transfer::get(&ctx, args),
         Command::Set(args) => edit::set(&ctx, args),
         Command::Unset(args) => edit::unset(&ctx, args),
+        Command::History(args) => history::show(&ctx, args),
+        Command::Revert(args) => history::revert(&ctx, args),
         Command::Import(args) => import::import(&ctx, args),
         Command::Export(args) => transfer::export(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),

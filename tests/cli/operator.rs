@@ -14,6 +14,7 @@ store_suite! {
     import_previews_records_and_enforces_transitions,
     a_start_the_run_would_refuse_is_refused_by_the_dry_run_and_writes_nothing,
     a_plan_that_never_started_can_be_corrected_under_its_name,
+    history_lists_changes_and_rollout_events_and_revert_undoes_one,
 }
 
 fn the_tour_rollout_is_listable_pausable_and_removable(backend: Backend) {
@@ -373,5 +374,82 @@ fn a_plan_that_never_started_can_be_corrected_under_its_name(backend: Backend) {
         &h.run(&["rollout", "run", "--dry-run", path]),
         65,
         &["plan dbup changed since it started"],
+    );
+}
+
+fn history_lists_changes_and_rollout_events_and_revert_undoes_one(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-04",
+        "state=off",
+        "--reason",
+        "disk swap",
+    ]);
+    h.ok(&["set", "--cluster", "web", "app.workers=12"]);
+    let table = stdout(&h.ok(&["history", "web"]));
+    assert!(table.starts_with("ENTRY  "), "{table}");
+    for needle in [
+        "rollout web-2.4.1 released",
+        "batch 3: web-09, web-04",
+        "clusters/web/nodes/web-04  state (unset) -> \"off\"",
+        "disk swap",
+        "app.workers 8 -> 12",
+    ] {
+        assert!(table.contains(needle), "{needle:?} missing in\n{table}");
+    }
+    let listed: Value =
+        serde_json::from_slice(&h.ok(&["history", "web", "--format", "json"]).stdout).unwrap();
+    let lines = listed["history"].as_array().unwrap();
+    let workers = lines
+        .iter()
+        .rev()
+        .find(|l| l["detail"] == "app.workers 8 -> 12")
+        .unwrap();
+    let entry = workers["entry"].as_str().unwrap();
+
+    let before = h.export();
+    let out = stdout(&h.ok(&["revert", "web", entry, "--dry-run"]));
+    assert!(
+        out.contains("app.workers 12 -> 8") && out.contains("dry run"),
+        "{out}"
+    );
+    assert_eq!(h.export(), before);
+    h.ok(&["revert", "web", &entry[..6], "--reason", "too many"]);
+    let view = h.export();
+    assert_eq!(
+        view["convergent"]["clusters"]["web"]["desired"]["app"]["workers"],
+        8
+    );
+    let history = view["convergent"]["clusters"]["web"]["history"]
+        .as_array()
+        .unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last["command"], "revert");
+    assert_eq!(last["reason"], format!("revert of {entry}: too many"));
+    // The node override made by the first set goes away when reverted.
+    let node_entry = lines
+        .iter()
+        .find(|l| l["key"] == "clusters/web/nodes/web-04")
+        .unwrap()["entry"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.ok(&["revert", "web", &node_entry]);
+    assert!(h.export()["convergent"]["clusters"]["web"]["nodes"]
+        .get("web-04")
+        .is_none());
+    assert_refused(
+        &h.run(&["revert", "web", "00000000"]),
+        64,
+        &["no entry \"00000000\""],
+    );
+    assert_refused(
+        &h.run(&["history", "nosuch"]),
+        65,
+        &["unknown cluster \"nosuch\""],
     );
 }
