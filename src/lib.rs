@@ -34,6 +34,7 @@ pub mod resolve;
 pub mod rollout;
 pub mod schema;
 pub mod store;
+pub mod suggest;
 pub mod update;
 pub mod view;
 pub mod view_file;

@@ -92,8 +92,9 @@ pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
             }
             "locks" => {} // held by running orchestrators; never imported or exported
             other => out.problems.push(format!(
-                "{}: unknown key `{other}` (a view has defaults, clusters, rollouts, observed, plans)",
-                layout.key(other)
+                "{}: unknown key `{other}` (a view has defaults, clusters, rollouts, observed, plans){}",
+                layout.key(other),
+                crate::suggest::hint(other, ["defaults", "clusters", "rollouts", "observed", "plans"])
             )),
         }
     }
@@ -237,6 +238,19 @@ impl ViewDocuments {
         }
     }
 
+    /// Values at the keys the schema says are strings must be strings.
+    fn check_strings(&mut self, key: &str, doc: &Value, schema: Option<&Schema>) {
+        for path in schema.map(|s| s.strings.as_slice()).unwrap_or_default() {
+            let at: Vec<String> = path.split('.').map(str::to_string).collect();
+            match crate::document::get_path(doc, &at) {
+                None | Some(Value::String(_)) => {}
+                Some(other) => self.problems.push(format!(
+                    "{key}: {path} must be a string (the cluster schema lists it under `strings`), found {other}"
+                )),
+            }
+        }
+    }
+
     fn check_state(&mut self, key: &str, doc: &Value, schema: Option<&Schema>) -> Option<String> {
         match state_of(doc) {
             Err(e) => {
@@ -287,6 +301,7 @@ impl ViewDocuments {
             .and_then(|d| self.document_map(&layout.desired(cluster), d));
         match &desired {
             Some(doc) => {
+                self.check_strings(&layout.desired(cluster), doc, schema.as_ref());
                 let state = self.check_state(&layout.desired(cluster), doc, schema.as_ref());
                 if state.is_none() && schema.is_some() {
                     self.problems.push(format!(
@@ -307,6 +322,7 @@ impl ViewDocuments {
                 let key = layout.node_override(cluster, &node);
                 if let Some(doc) = self.document_map(&key, doc) {
                     self.node_overrides += 1;
+                    self.check_strings(&key, &doc, schema.as_ref());
                     self.check_state(&key, &doc, schema.as_ref());
                 }
             }
@@ -344,8 +360,9 @@ impl ViewDocuments {
         const PARTS: [&str; 5] = ["desired", "schema", "nodes", "members", "history"];
         for other in parts.keys().filter(|k| !PARTS.contains(&k.as_str())) {
             self.problems.push(format!(
-                "{at}/{other}: unknown key (a cluster has {})",
-                PARTS.join(", ")
+                "{at}/{other}: unknown key (a cluster has {}){}",
+                PARTS.join(", "),
+                crate::suggest::hint(other, PARTS)
             ));
         }
         if let Some(s) = schema {

@@ -248,7 +248,7 @@ pub fn revert(ctx: &Context, args: &RevertArgs) -> Result<()> {
         command: "revert",
         preview: &args.preview,
     };
-    edit(ctx, &target, |doc| {
+    edit(ctx, &target, |doc, _| {
         for (path, before) in &restore {
             match before {
                 Some(value) => set_path(doc, path, value.clone()).map_err(|blocker| {
@@ -265,4 +265,5 @@ pub fn revert(ctx: &Context, args: &RevertArgs) -> Result<()> {
         }
         Ok(())
     })
+    .map(drop)
 }

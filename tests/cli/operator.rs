@@ -15,6 +15,8 @@ store_suite! {
     a_start_the_run_would_refuse_is_refused_by_the_dry_run_and_writes_nothing,
     a_plan_that_never_started_can_be_corrected_under_its_name,
     history_lists_changes_and_rollout_events_and_revert_undoes_one,
+    set_keeps_strings_the_schema_names_and_warns_when_one_becomes_a_number,
+    typos_get_a_hint_and_unseen_nodes_need_create,
 }
 
 fn the_tour_rollout_is_listable_pausable_and_removable(backend: Backend) {
@@ -386,6 +388,7 @@ fn history_lists_changes_and_rollout_events_and_revert_undoes_one(backend: Backe
         "--node",
         "web-04",
         "state=off",
+        "--create",
         "--reason",
         "disk swap",
     ]);
@@ -451,5 +454,88 @@ fn history_lists_changes_and_rollout_events_and_revert_undoes_one(backend: Backe
         &h.run(&["history", "nosuch"]),
         65,
         &["unknown cluster \"nosuch\""],
+    );
+}
+
+fn set_keeps_strings_the_schema_names_and_warns_when_one_becomes_a_number(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    let out = h.ok(&["set", "--cluster", "db", "version=5.10"]);
+    assert!(
+        stderr(&out).contains("warning: convergent/clusters/db/desired: version was the string \"5.0\" and is now the number 5.1")
+            && stderr(&out).contains("version='\"5.10\"'"),
+        "{}",
+        stderr(&out)
+    );
+    let file = h.path("schema.yml");
+    std::fs::write(
+        &file,
+        "convergent:\n  clusters:\n    db:\n      schema: {states: [\"off\", waiting, converged], strings: [version, app.tag]}\n      desired: {state: converged, version: \"5.0\"}\n",
+    )
+    .unwrap();
+    h.import(&file);
+    let out = h.ok(&[
+        "set",
+        "--cluster",
+        "db",
+        "version=5.10",
+        "app.tag=7",
+        "port=5432",
+    ]);
+    assert_eq!(stderr(&out), "", "nothing to warn about");
+    let desired = &h.export()["convergent"]["clusters"]["db"]["desired"];
+    assert_eq!(desired["version"], "5.10");
+    assert_eq!(desired["app"]["tag"], "7");
+    assert_eq!(
+        desired["port"], 5432,
+        "keys the schema does not name parse as before"
+    );
+    // A view whose desired document breaks `strings` is refused.
+    std::fs::write(
+        &file,
+        "convergent:\n  clusters:\n    db:\n      desired: {state: converged, version: 5.1}\n",
+    )
+    .unwrap();
+    assert_refused(
+        &h.run(&["import", file.to_str().unwrap()]),
+        65,
+        &["convergent/clusters/db/desired: version must be a string"],
+    );
+}
+
+fn typos_get_a_hint_and_unseen_nodes_need_create(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    h.converge("web", "web-09", "success");
+    let before = h.export();
+    assert_refused(
+        &h.run(&["set", "--cluster", "web", "--node", "web-99", "state=off"]),
+        65,
+        &[
+            "node \"web-99\" of cluster web has never reported",
+            "--create",
+            "did you mean \"web-09\"?",
+        ],
+    );
+    assert_refused(
+        &h.run(&["set", "--cluster", "web", "state=convreged"]),
+        65,
+        &["did you mean \"converged\"?"],
+    );
+    assert_eq!(h.export(), before);
+    // A node that reported, or is named with --create, takes an override.
+    h.ok(&["set", "--cluster", "web", "--node", "web-09", "state=off"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-11",
+        "state=off",
+        "--create",
+    ]);
+    let out = h.ok(&["set", "--cluster", "web", "app.wrokers=3"]);
+    assert!(
+        stderr(&out).contains("app.wrokers is a new key; did you mean \"app.workers\"?"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -30,6 +30,7 @@ fn export_import_export_is_byte_identical(backend: Backend) {
         "web",
         "--node",
         "web-09",
+        "--create",
         "note=\"off\"",
         "flags=[\"yes\",\"5.0\"]",
     ]);

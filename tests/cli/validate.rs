@@ -56,7 +56,10 @@ fn every_broken_view_is_refused_with_a_precise_message() {
         ),
         (
             "broken/unknown-key.yml",
-            vec!["convergent/clusters/web/desird: unknown key"],
+            vec![
+                "convergent/clusters/web/desird: unknown key",
+                "did you mean \"desired\"?",
+            ],
         ),
         (
             "broken/bad-rollout.yml",
