@@ -202,9 +202,15 @@ pub struct StatusArgs {
     #[arg(long, value_name = "DURATION")]
     pub member_ttl: Option<HumanDuration>,
 
-    /// Exit 1 unless every present member has converged (for monitoring)
+    /// Exit 1 unless every present member has converged, the cluster has
+    /// members, and as many are present as expected (for monitoring)
     #[arg(long)]
     pub check: bool,
+
+    /// With --check: at least N members must be present (the cluster's
+    /// static members always are expected)
+    #[arg(long, value_name = "N", requires = "check")]
+    pub expect: Option<usize>,
 }
 
 #[derive(Debug, Args)]

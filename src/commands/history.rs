@@ -39,7 +39,14 @@ pub fn entry_id(change: &Change) -> String {
 }
 
 fn describe(change: &Change) -> String {
-    let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_string(), |v| v.to_string());
+    // A long value (a list of members) is cut short: the JSON has it whole.
+    let show = |v: &Option<Value>| {
+        let text = v.as_ref().map_or("(unset)".to_string(), |v| v.to_string());
+        match text.char_indices().nth(40) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text,
+        }
+    };
     if change.changes.is_empty() {
         return "-".into();
     }

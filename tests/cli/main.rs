@@ -18,6 +18,7 @@ mod operator;
 mod rollout;
 mod store_api;
 mod stores;
+mod tour;
 mod transfer;
 mod validate;
 mod watch;

@@ -17,6 +17,7 @@ store_suite! {
     history_lists_changes_and_rollout_events_and_revert_undoes_one,
     set_keeps_strings_the_schema_names_and_warns_when_one_becomes_a_number,
     typos_get_a_hint_and_unseen_nodes_need_create,
+    status_check_fails_on_an_empty_cluster_and_on_missing_members,
 }
 
 fn the_tour_rollout_is_listable_pausable_and_removable(backend: Backend) {
@@ -538,4 +539,36 @@ fn typos_get_a_hint_and_unseen_nodes_need_create(backend: Backend) {
         "{}",
         stderr(&out)
     );
+}
+
+fn status_check_fails_on_an_empty_cluster_and_on_missing_members(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    assert_refused(
+        &h.run(&["status", "--cluster", "web", "--check"]),
+        1,
+        &["check failed for web: it has no members"],
+    );
+    h.converge("web", "web-01", "success");
+    h.converge("web", "web-05", "success");
+    h.ok(&["status", "--cluster", "web", "--check"]);
+    assert_refused(
+        &h.run(&["status", "--cluster", "web", "--check", "--expect", "3"]),
+        1,
+        &["2 present, 3 expected (--expect)"],
+    );
+    h.ok(&["status", "--cluster", "web", "--check", "--expect", "2"]);
+    let members = h.path("members.yml");
+    std::fs::write(
+        &members,
+        "convergent:\n  clusters:\n    web:\n      members: [web-01, web-05, web-10]\n",
+    )
+    .unwrap();
+    h.import(&members);
+    assert_refused(
+        &h.run(&["status", "--cluster", "web", "--check"]),
+        1,
+        &["2 present, 3 expected (its static members); absent: web-10"],
+    );
+    h.converge("web", "web-10", "success");
+    h.ok(&["status", "--cluster", "web", "--check"]);
 }
