@@ -102,6 +102,33 @@ pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
     out
 }
 
+/// A view file nested under the default prefix, read for another one: the
+/// same view, moved under `prefix` (files name their prefix, so a fixture
+/// or an export could not otherwise be imported under `--prefix`). A file
+/// that has `prefix`'s own first segment, or other top-level keys, is left
+/// as it is.
+pub fn rebase(tree: Value, prefix: &Prefix) -> Value {
+    let default = Prefix::default();
+    let first = prefix.segments().next().unwrap_or_default().to_string();
+    let Value::Object(map) = &tree else {
+        return tree;
+    };
+    if *prefix == default || map.contains_key(&first) || map.len() != 1 {
+        return tree;
+    }
+    let Some(view) = map.get(&default.to_string()) else {
+        return tree;
+    };
+    prefix
+        .segments()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .fold(view.clone(), |inner, segment| {
+            Value::Object(Map::from_iter([(segment.to_string(), inner)]))
+        })
+}
+
 /// Lays a view file's tree over a store's view tree: maps above the
 /// documents merge, each document of the file replaces the store's whole.
 /// What results is what the store holds after importing the file.

@@ -47,8 +47,8 @@ struct DocumentChange {
 /// Runs `import`.
 pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
     let format = ctx.format("import", &[Format::Table, Format::Json, Format::Yaml])?;
-    let (_, file_tree) = view_file::read(&args.file)?;
     let prefix = &ctx.settings.prefix;
+    let file_tree = view::rebase(view_file::read(&args.file)?.1, prefix);
     let layout = ctx.layout();
     let store = ctx.open_store()?;
     // Importing into a file store creates the file.

@@ -31,7 +31,10 @@ pub fn run(ctx: &Context, args: &ValidateArgs) -> Result<()> {
             clusters.join(" -> ")
         ));
     }
-    let split = view::split(&tree, &ctx.settings.prefix);
+    let split = view::split(
+        &view::rebase(tree, &ctx.settings.prefix),
+        &ctx.settings.prefix,
+    );
     if !split.problems.is_empty() {
         return Err(Error::Invalid {
             subject: format!("view {file}"),

@@ -18,6 +18,7 @@ store_suite! {
     set_keeps_strings_the_schema_names_and_warns_when_one_becomes_a_number,
     typos_get_a_hint_and_unseen_nodes_need_create,
     status_check_fails_on_an_empty_cluster_and_on_missing_members,
+    a_view_file_imports_under_another_prefix,
 }
 
 fn the_tour_rollout_is_listable_pausable_and_removable(backend: Backend) {
@@ -581,4 +582,30 @@ fn check_fails(out: &std::process::Output, needles: &[&str]) {
             stderr(out)
         );
     }
+}
+
+fn a_view_file_imports_under_another_prefix(backend: Backend) {
+    let h = Harness::new(backend);
+    let view = crate::support::fixture("view.yml");
+    h.ok(&["--prefix", "team/a", "import", view.to_str().unwrap()]);
+    let out = h.ok(&[
+        "--prefix",
+        "team/a",
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-07",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["convergent"]["desired"]["version"], "2.4.1");
+    let exported: Value = serde_json::from_slice(
+        &h.ok(&["--prefix", "team/a", "export", "--format", "json"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        exported["team"]["a"]["clusters"]["web"].is_object(),
+        "{exported}"
+    );
 }
