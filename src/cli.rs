@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::clock::HumanDuration;
 use crate::config::{Flags, OnUnreachable};
@@ -72,6 +72,92 @@ pub struct GlobalArgs {
     pub timeout: Option<HumanDuration>,
 }
 
+/// The options every command accepts (so a wrapper such as the cookbook can
+/// pass the same ones to each), by clap id.
+const GLOBAL_IDS: [&str; 8] = [
+    "store",
+    "prefix",
+    "config",
+    "format",
+    "cache_dir",
+    "max_stale",
+    "on_unreachable",
+    "timeout",
+];
+
+/// Which global options a command's `--help` shows: the ones it uses. The
+/// others are still accepted, only not advertised.
+fn applicable(command: &str) -> &'static [&'static str] {
+    const STORE: &[&str] = &["store", "prefix", "config", "format", "timeout"];
+    match command {
+        "attributes" => &GLOBAL_IDS,
+        "watch" => &[
+            "store",
+            "prefix",
+            "config",
+            "cache_dir",
+            "max_stale",
+            "on_unreachable",
+            "timeout",
+        ],
+        "validate" => &["prefix", "config", "format"],
+        "completions" => &[],
+        "complete-names" => &["store", "prefix", "config", "timeout"],
+        _ => STORE,
+    }
+}
+
+/// The command line as clap sees it, with each subcommand's help showing
+/// only the global options that apply to it: the others get a hidden copy
+/// in that subcommand (clap copies a global option only where a command has
+/// none of that name), still accepted, only not advertised.
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| GLOBAL_IDS.contains(&a.get_id().as_str()))
+        .cloned()
+        .collect();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    let mut cmd = cmd;
+    for name in names {
+        let shown = applicable(&name);
+        let hidden: Vec<clap::Arg> = globals
+            .iter()
+            .filter(|a| !shown.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().hide(true))
+            .collect();
+        cmd = cmd.mut_subcommand(&name, |sub| with_hidden(sub, &hidden));
+    }
+    cmd
+}
+
+/// Adds the hidden copies to a command and to its own subcommands.
+fn with_hidden(mut cmd: clap::Command, hidden: &[clap::Arg]) -> clap::Command {
+    for arg in hidden {
+        cmd = cmd.arg(arg.clone());
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(&name, |sub| with_hidden(sub, hidden));
+    }
+    cmd
+}
+
+impl Cli {
+    /// Parses the process's command line (see [`command`]).
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        let matches = command().try_get_matches()?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
 impl GlobalArgs {
     /// The flags as [`crate::config`] layers them.
     pub fn flags(&self) -> Flags {
@@ -92,36 +178,85 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Resolve a node's desired state and print it as JSON node attributes
+    #[command(
+        after_help = "Examples:\n  convergent attributes --cluster web --node web-01\n  convergent attributes --cluster web --node web-01 --output /var/lib/convergent/web.json"
+    )]
     Attributes(AttributesArgs),
     /// Show every resolved value with the layer and key that set it, and the rollout reasoning
+    #[command(
+        after_help = "Examples:\n  convergent explain --cluster web --node web-07\n  convergent explain --cluster web --node web-07 app.workers"
+    )]
     Explain(ExplainArgs),
     /// Record what a node converged to (its check-in), from the attributes file its run used
+    #[command(
+        after_help = "Examples:\n  convergent report --status success --attributes /var/lib/convergent/web.json --duration 41.3\n  convergent report --status failure --attributes /var/lib/convergent/web.json --message Chef::Exceptions::Exec"
+    )]
     Report(ReportArgs),
     /// Fleet view of a cluster: per node desired vs observed generation, check-in age, rollout
+    #[command(
+        after_help = "Examples:\n  convergent status --cluster web\n  convergent status --cluster web --check --expect 10 >/dev/null || alert"
+    )]
     Status(StatusArgs),
     /// Node agent: run a command when this node's resolved desired state changes
+    #[command(
+        after_help = "Examples:\n  convergent watch --cluster web --node web-01 --splay 30s --exec chef-client -- -j /var/lib/convergent/web.json"
+    )]
     Watch(WatchArgs),
     /// The orchestrator: move clusters through a plan's steps, batch by batch
+    #[command(
+        after_help = "Examples:\n  convergent rollout run plan.yml --dry-run\n  convergent rollout run plan.yml\n  convergent rollout status web\n  convergent rollout pause web --reason \"error rate\""
+    )]
     Rollout(RolloutArgs),
     /// Print the document at KEY (relative to the prefix), folded from its sub-keys
+    #[command(
+        after_help = "Examples:\n  convergent get clusters/web/desired\n  convergent get clusters/web/nodes/web-07 --format yaml"
+    )]
     Get(GetArgs),
     /// Change a cluster's (or one node's) desired state: compare-and-set, schema-checked
+    #[command(
+        after_help = "Examples:\n  convergent set --cluster web --node web-04 state=off --reason \"disk swap\"\n  convergent set --cluster db version='\"5.10\"' --dry-run\n  convergent set --cluster web app.workers=12 --diff"
+    )]
     Set(SetArgs),
     /// Remove keys from a cluster's (or one node's) desired document
+    #[command(
+        after_help = "Examples:\n  convergent unset --cluster web --node web-04 state\n  convergent unset --cluster web --node web-04 --all"
+    )]
     Unset(UnsetArgs),
     /// A cluster's changes (who, when, why, what) and its rollout events, oldest first
+    #[command(
+        after_help = "Examples:\n  convergent history web\n  convergent history web --limit 5 --format json"
+    )]
     History(HistoryArgs),
     /// Undo one change from a cluster's history: a new compare-and-set write
     /// restoring its before-values, itself recorded
+    #[command(
+        after_help = "Examples:\n  convergent history web\n  convergent revert web 9b79f586 --dry-run\n  convergent revert web 9b79f586 --reason \"wrong node\""
+    )]
     Revert(RevertArgs),
     /// Load a YAML (or JSON) view file into the store
+    #[command(
+        after_help = "Examples:\n  convergent import view.yml --dry-run --diff\n  convergent import view.yml --reason \"restore\"\n  convergent import view.yml --replace"
+    )]
     Import(ImportArgs),
     /// Print the whole view as YAML (or JSON), in the format `import` reads
+    #[command(
+        after_help = "Examples:\n  convergent export > view.yml\n  convergent export --format json --output view.json"
+    )]
     Export(ExportArgs),
     /// Check a view or plan file without touching a store
+    #[command(
+        after_help = "Examples:\n  convergent validate view.yml\n  convergent validate plan.yml"
+    )]
     Validate(ValidateArgs),
     /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  convergent completions bash > /etc/bash_completion.d/convergent\n  convergent completions fish > ~/.config/fish/completions/convergent.fish"
+    )]
     Completions(CompletionsArgs),
+    /// Print cluster or node names from the store, one a line, for the
+    /// completion scripts (errors print nothing)
+    #[command(hide = true)]
+    CompleteNames(CompleteNamesArgs),
 }
 
 /// Which node to resolve.
@@ -348,7 +483,8 @@ pub struct SetArgs {
     #[arg(long)]
     pub node: Option<String>,
 
-    /// Allow creating a cluster that does not exist yet
+    /// Allow creating a cluster that does not exist yet, or an override
+    /// for a node that never reported and is not a static member
     #[arg(long)]
     pub create: bool,
 
@@ -466,6 +602,17 @@ pub struct ValidateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompleteNamesArgs {
+    /// `clusters`, or `nodes` (of --cluster)
+    #[arg(value_parser = ["clusters", "nodes"])]
+    pub what: String,
+
+    /// The cluster whose nodes to list
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
@@ -475,7 +622,6 @@ pub struct CompletionsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_well_formed() {

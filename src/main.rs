@@ -1,12 +1,10 @@
 //! The `convergent` binary: parse, run, print the error once, exit with its code.
 
-use clap::Parser;
-
 use convergent::cli::Cli;
 use convergent::error::{exit, Error};
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; anything else is a usage error.

@@ -1,6 +1,7 @@
 //! One file per command; `run` dispatches.
 
 pub mod attributes;
+mod completion;
 mod edit;
 mod explain;
 mod history;
@@ -11,8 +12,6 @@ mod status;
 mod transfer;
 mod validate;
 mod watch;
-
-use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, NodeTarget};
 use crate::config::Settings;
@@ -132,9 +131,7 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         if let Some(asked) = cli.global.format {
             return Err(refuse_format("completions", asked, &[]));
         }
-        let mut out = Vec::new();
-        clap_complete::generate(args.shell, &mut Cli::command(), "convergent", &mut out);
-        return crate::output::print(&String::from_utf8_lossy(&out));
+        return crate::output::print(&completion::script(args.shell));
     }
     let ctx = Context {
         settings: Settings::load(&cli.global.flags(), env)?,
@@ -156,5 +153,6 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         Command::Export(args) => transfer::export(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),
         Command::Completions(_) => unreachable!("handled above"),
+        Command::CompleteNames(args) => completion::names(&ctx, args),
     }
 }

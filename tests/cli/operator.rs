@@ -19,6 +19,7 @@ store_suite! {
     typos_get_a_hint_and_unseen_nodes_need_create,
     status_check_fails_on_an_empty_cluster_and_on_missing_members,
     a_view_file_imports_under_another_prefix,
+    completion_names_come_from_the_store,
 }
 
 fn the_tour_rollout_is_listable_pausable_and_removable(backend: Backend) {
@@ -607,5 +608,83 @@ fn a_view_file_imports_under_another_prefix(backend: Backend) {
     assert!(
         exported["team"]["a"]["clusters"]["web"].is_object(),
         "{exported}"
+    );
+}
+
+fn completion_names_come_from_the_store(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    h.converge("web", "web-01", "success");
+    assert_eq!(
+        stdout(&h.ok(&["complete-names", "clusters"])),
+        "cache\ndb\nweb\n"
+    );
+    assert_eq!(
+        stdout(&h.ok(&["complete-names", "nodes", "--cluster", "web"])),
+        "web-01\nweb-03\nweb-07\n"
+    );
+    // Never an error into a prompt.
+    let out = h.ok(&[
+        "--store",
+        "file:/nonexistent/v.yml",
+        "complete-names",
+        "clusters",
+    ]);
+    assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()));
+}
+
+/// Each command's help shows the global options it uses, with examples;
+/// the others are still accepted.
+#[test]
+fn help_shows_what_applies_and_completion_scripts_complete_names() {
+    let h = Harness::with_fixture(Backend::File);
+    let set = stdout(&h.ok(&["set", "--help"]));
+    assert!(
+        set.contains("--store") && set.contains("Examples:\n  convergent set"),
+        "{set}"
+    );
+    assert!(
+        !set.contains("--max-stale") && !set.contains("--cache-dir"),
+        "{set}"
+    );
+    let validate = stdout(&h.ok(&["validate", "--help"]));
+    assert!(
+        !validate.contains("--store") && !validate.contains("--timeout"),
+        "{validate}"
+    );
+    let pause = stdout(&h.ok(&["rollout", "pause", "--help"]));
+    assert!(!pause.contains("--on-unreachable"), "{pause}");
+    let attributes = stdout(&h.ok(&["attributes", "--help"]));
+    assert!(attributes.contains("--max-stale") && attributes.contains("--on-unreachable"));
+    // Hidden is not refused: the cookbook passes the same options to all.
+    h.ok(&[
+        "--cache-dir",
+        "c",
+        "--max-stale",
+        "1h",
+        "get",
+        "clusters/web/desired",
+    ]);
+    h.ok(&["get", "clusters/web/desired", "--max-stale", "1h"]);
+
+    // The bash script completes cluster and node names from the store.
+    let script = h.path("convergent.bash");
+    std::fs::write(&script, h.ok(&["completions", "bash"]).stdout).unwrap();
+    let binary = assert_cmd::cargo::cargo_bin("convergent");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(convergent set --cluster w); COMP_CWORD=3; _convergent_names; echo \"${{COMPREPLY[*]}}\"; \
+             COMP_WORDS=(convergent explain --cluster web --node web-0); COMP_CWORD=5; _convergent_names; echo \"${{COMPREPLY[*]}}\"",
+            script.display()
+        ))
+        .env("PATH", format!("{}:/usr/bin:/bin", binary.parent().unwrap().display()))
+        .env("CONVERGENT_STORE", format!("file:{}", h.store_file().display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "web\nweb-03 web-07\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
