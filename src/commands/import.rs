@@ -327,7 +327,9 @@ fn record_history(
             key: e.key.clone(),
             version: e.version,
         }));
-        ops.retain(|op| !matches!(op, Op::Put { key: k, .. } if *k == key));
+        // One op per key (etcd refuses a transaction naming a key twice):
+        // the history's put replaces a delete or put of it.
+        ops.retain(|op| op.key() != key);
         ops.push(Op::Put {
             key,
             value: encode_value(&history.expect("at least one change")),
