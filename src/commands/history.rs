@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::cli::{HistoryArgs, RevertArgs};
 use crate::commands::edit::{edit, Target};
 use crate::commands::Context;
-use crate::document::{fold, generation, parse_path, remove_path, set_path};
+use crate::document::{fold, generation, get_path, parse_path, remove_path, set_path};
 use crate::error::{Error, Result};
 use crate::history::{entries, Change};
 use crate::layout::{check_name, NameKind};
@@ -255,7 +255,7 @@ pub fn revert(ctx: &Context, args: &RevertArgs) -> Result<()> {
         command: "revert",
         preview: &args.preview,
     };
-    edit(ctx, &target, |doc, _| {
+    let (_, before) = edit(ctx, &target, |doc, _| {
         for (path, before) in &restore {
             match before {
                 Some(value) => set_path(doc, path, value.clone()).map_err(|blocker| {
@@ -271,6 +271,21 @@ pub fn revert(ctx: &Context, args: &RevertArgs) -> Result<()> {
             }
         }
         Ok(())
-    })
-    .map(drop)
+    })?;
+    // Restoring over a later change: say what is being overwritten.
+    for c in &change.changes {
+        let path: Vec<String> = c.path.split('.').map(str::to_string).collect();
+        let now = before.as_ref().and_then(|d| get_path(d, &path));
+        if now != c.to.as_ref() {
+            eprintln!(
+                "convergent: warning: {} changed again after {id} (now {}); restored to {} anyway",
+                c.path,
+                now.map_or("unset".to_string(), Value::to_string),
+                c.from
+                    .as_ref()
+                    .map_or("unset".to_string(), Value::to_string),
+            );
+        }
+    }
+    Ok(())
 }

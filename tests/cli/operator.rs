@@ -448,6 +448,28 @@ fn history_lists_changes_and_rollout_events_and_revert_undoes_one(backend: Backe
     assert!(h.export()["convergent"]["clusters"]["web"]["nodes"]
         .get("web-04")
         .is_none());
+    // Reverting a change made over since says what it overwrites.
+    h.ok(&["set", "--cluster", "web", "app.workers=20"]);
+    let listed: Value =
+        serde_json::from_slice(&h.ok(&["history", "web", "--format", "json"]).stdout).unwrap();
+    let twenty = listed["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|l| l["detail"] == "app.workers 8 -> 20")
+        .unwrap()["entry"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.ok(&["set", "--cluster", "web", "app.workers=30"]);
+    let out = h.ok(&["revert", "web", &twenty]);
+    assert!(
+        stderr(&out).contains("app.workers changed again after")
+            && stderr(&out).contains("(now 30); restored to 8"),
+        "{}",
+        stderr(&out)
+    );
     assert_refused(
         &h.run(&["revert", "web", "00000000"]),
         64,
