@@ -19,8 +19,8 @@ use crate::store::Store;
 pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
     // The file is for `chef-client -j`: JSON only.
     let format = match args.output {
-        Some(_) => ctx.format("attributes --output", &[Format::Json])?,
-        None => ctx.format("attributes", &[Format::Json, Format::Yaml])?,
+        Some(_) => ctx.format_from_flag("attributes --output", &[Format::Json])?,
+        None => ctx.format_from_flag("attributes", &[Format::Json, Format::Yaml])?,
     };
     let (cluster, node) = ctx.node_target(&args.target)?;
     let (store_url, prefix) = (

@@ -65,6 +65,17 @@ impl Context<'_> {
             .unwrap_or(allowed[0]))
     }
 
+    /// The output format of a node-path command (`attributes`, `report`),
+    /// which the cookbook reads: only a `--format` flag changes it, never
+    /// the environment or a config file shared with operators.
+    pub fn format_from_flag(&self, command: &str, allowed: &[Format]) -> Result<Format> {
+        match self.settings.format_flag {
+            Some(asked) if !allowed.contains(&asked) => Err(refuse_format(command, asked, allowed)),
+            Some(asked) => Ok(asked),
+            None => Ok(allowed[0]),
+        }
+    }
+
     /// The cluster and node of a node command, from the flags or else the
     /// environment / config file.
     pub fn node_target(&self, target: &NodeTarget) -> Result<(String, String)> {

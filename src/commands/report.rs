@@ -27,7 +27,7 @@ struct Applied {
 
 /// Runs `report`.
 pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
-    let format = ctx.format("report", &[Format::Table, Format::Json, Format::Yaml])?;
+    let format = ctx.format_from_flag("report", &[Format::Table, Format::Json, Format::Yaml])?;
     let applied = match &args.attributes {
         Some(path) => from_attributes_file(ctx, args, path)?,
         None => from_flags(ctx, args)?,

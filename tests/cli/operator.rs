@@ -243,16 +243,37 @@ fn formats_are_honoured_or_refused_and_errors_can_be_json() {
     ]);
     assert_refused(&out, 64, &["`attributes --output`"]);
     assert!(!file.exists());
-    // A format from the environment is a default, never a refusal: a chef
-    // run with CONVERGENT_FORMAT=table still gets its JSON.
-    let out = h
-        .cmd()
-        .env("CONVERGENT_FORMAT", "table")
-        .args(["attributes", "--cluster", "web", "--node", "web-07"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice::<Value>(&out.stdout).expect("JSON attributes");
+    // A format from the environment or config file is a default, never a
+    // refusal, and the node path (what the cookbook reads) ignores it: a
+    // chef run with `format: yaml` in the shared config still gets JSON.
+    for format in ["table", "yaml"] {
+        let out = h
+            .cmd()
+            .env("CONVERGENT_FORMAT", format)
+            .args(["attributes", "--cluster", "web", "--node", "web-07"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON attributes");
+    }
+    std::fs::write(h.path("config.yml"), "format: yaml\n").unwrap();
+    let file = h.attributes_file("web", "web-02");
+    let out = stdout(&h.ok(&[
+        "report",
+        "--status",
+        "success",
+        "--attributes",
+        file.to_str().unwrap(),
+    ]));
+    assert!(
+        out.starts_with("convergent/observed/web/web-02: success"),
+        "{out}"
+    );
+    assert!(
+        stdout(&h.ok(&["get", "clusters/web/nodes/web-07"])).starts_with("state: "),
+        "operator commands follow it"
+    );
+    std::fs::write(h.path("config.yml"), "").unwrap();
 
     let view = crate::support::fixture("view.yml");
     let out = stdout(&h.ok(&["validate", view.to_str().unwrap(), "--format", "json"]));
