@@ -5,7 +5,9 @@
 //! Where things are:
 //! - [`cli`] parses the command line, [`config`] layers it over the
 //!   environment and the config file, [`commands`] runs each command.
-//! - [`store`] is the shared view behind one trait, one backend per file.
+//! - [`store`] is the shared view behind one trait, one backend per file;
+//!   [`entry`] is the key/value it hands back and [`env`] the environment
+//!   seam, both below everything that uses them.
 //! - [`document`] folds keys into documents and merges them; [`resolve`]
 //!   computes a node's desired state from the layers of [`layout`].
 //! - [`rollout`] holds ranks, rollout records and plans; [`schema`] the
@@ -22,6 +24,8 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod document;
+pub mod entry;
+pub mod env;
 pub mod error;
 pub mod fleet;
 pub mod history;
@@ -34,7 +38,9 @@ pub mod resolve;
 pub mod rollout;
 pub mod schema;
 pub mod store;
+pub mod suggest;
 pub mod update;
 pub mod view;
 pub mod view_file;
+pub mod yaml;
 pub mod yaml_text;

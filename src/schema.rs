@@ -9,6 +9,7 @@
 //!     "off": [waiting]
 //!     waiting: ["off", converged]
 //!     converged: ["off", waiting]
+//!   strings: [version]      # optional; dotted keys `set` always takes as text
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,10 @@ pub struct Schema {
     /// For each state, the states it may change to; `None` allows any change.
     #[serde(default)]
     pub transitions: Option<BTreeMap<String, Vec<String>>>,
+    /// Dotted keys whose values are strings: `set version=5.10` stores the
+    /// text "5.10", not the number 5.1. `state` always is one.
+    #[serde(default)]
+    pub strings: Vec<String>,
 }
 
 impl Schema {
@@ -66,14 +71,20 @@ impl Schema {
         Ok(())
     }
 
+    /// Whether the value at the dotted `path` is always a string.
+    pub fn is_string(&self, path: &str) -> bool {
+        path == "state" || self.strings.iter().any(|s| s == path)
+    }
+
     /// Checks that `state` is one of the schema's states.
     pub fn check_state(&self, state: &str) -> std::result::Result<(), String> {
         if self.states.iter().any(|s| s == state) {
             Ok(())
         } else {
             Err(format!(
-                "state {state:?} is not allowed by the cluster schema (allowed: {})",
-                self.states.join(", ")
+                "state {state:?} is not allowed by the cluster schema (allowed: {}){}",
+                self.states.join(", "),
+                crate::suggest::hint(state, self.states.iter().map(String::as_str))
             ))
         }
     }

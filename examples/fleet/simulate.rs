@@ -26,8 +26,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use convergent::clock::now_rfc3339;
-use convergent::config::process_env;
 use convergent::document::encode_value;
+use convergent::env::process_env;
 use convergent::layout::{Layout, Prefix};
 use convergent::report::{ObservedReport, ReportStatus};
 use convergent::resolve::read_node_inputs;

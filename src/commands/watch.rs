@@ -29,10 +29,11 @@ use crate::cli::{SplayFrom, WatchArgs};
 use crate::clock::{now_rfc3339, random_fraction, HumanDuration};
 use crate::commands::attributes::{cache_key, fetch};
 use crate::commands::Context;
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
 use crate::node_attributes::AttributesDocument;
+use crate::output::Format;
 use crate::resolve::watch_roots;
 use crate::rollout::rank::rank;
 use crate::store::{ChangeFeed, Store};
@@ -44,6 +45,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Runs `watch` until SIGTERM or SIGINT.
 pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
+    // It logs lines for people and journals; nothing else to choose.
+    ctx.format("watch", &[Format::Table])?;
     let (cluster, node) = ctx.node_target(&args.target)?;
     check_name(NameKind::Cluster, &cluster).map_err(Error::BadName)?;
     check_name(NameKind::Node, &node).map_err(Error::BadName)?;

@@ -9,6 +9,7 @@ pub mod batches;
 pub mod kick;
 pub mod orchestrator;
 pub mod plan;
+pub mod preflight;
 pub mod rank;
 pub mod record;
 pub mod state;

@@ -63,7 +63,15 @@ fn runs_once_per_change_and_not_for_changes_that_do_not_touch_the_node(backend: 
     // cluster, another node's override, and the rollout of a patch web-01 is
     // not released for.
     h.ok(&["set", "--cluster", "db", "version=5.1"]);
-    h.ok(&["set", "--cluster", "web", "--node", "web-02", "state=off"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-02",
+        "state=off",
+        "--create",
+    ]);
     // The agent looks at them and runs nothing (waited for, so that the
     // next change is not seen in the same look).
     assert!(
@@ -72,7 +80,15 @@ fn runs_once_per_change_and_not_for_changes_that_do_not_touch_the_node(backend: 
         agent.log()
     );
     // Then one that does; the runs file shows nothing happened in between.
-    h.ok(&["set", "--cluster", "web", "--node", "web-01", "state=off"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-01",
+        "state=off",
+        "--create",
+    ]);
     let second = generation(&h, "web-01");
     assert!(
         eventually(WAIT, || runs(&h).len() == 2),
