@@ -101,7 +101,7 @@ fn applicable(command: &str) -> &'static [&'static str] {
             "timeout",
         ],
         "validate" => &["prefix", "config", "format"],
-        "completions" => &[],
+        "completions" | "version" | "man" => &[],
         "complete-names" => &["store", "prefix", "config", "timeout"],
         _ => STORE,
     }

@@ -4,11 +4,9 @@
 
 use std::path::Path;
 
-use clap::CommandFactory;
-
 use crate::atomic_file;
 use crate::build_info;
-use crate::cli::{Cli, ManArgs};
+use crate::cli::{self, ManArgs};
 use crate::error::Result;
 
 /// Prints convergent(1), or writes every page (convergent.1 and one per
@@ -16,7 +14,7 @@ use crate::error::Result;
 pub fn run(args: &ManArgs) -> Result<()> {
     // A page's title line takes one line: the bare version, not the
     // multi-line `--version` text.
-    let mut command = Cli::command()
+    let mut command = cli::command()
         .version(env!("CARGO_PKG_VERSION"))
         .disable_help_subcommand(true);
     command.build();
