@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic_file;
 use crate::clock::{age_seconds, format_rfc3339, parse_rfc3339};
-use crate::config::Env;
 use crate::document::{canonical_json, generation};
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::local_file::{self, ReadError};
 use crate::node_attributes::AttributesDocument;

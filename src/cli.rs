@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::clock::HumanDuration;
+use crate::config::{Flags, OnUnreachable};
 use crate::layout::Prefix;
 use crate::output::Format;
 use crate::report::ReportStatus;
@@ -16,7 +17,7 @@ use crate::report::ReportStatus;
 #[derive(Debug, Parser)]
 #[command(
     name = "convergent",
-    version,
+    version = crate::build_info::VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -71,44 +72,196 @@ pub struct GlobalArgs {
     pub timeout: Option<HumanDuration>,
 }
 
-/// What `attributes` does when the store cannot be reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OnUnreachable {
-    /// Serve the last-known-good result, marked stale, within --max-stale.
-    Cache,
-    /// Fail with exit 69.
-    Fail,
+/// The options every command accepts (so a wrapper such as the cookbook can
+/// pass the same ones to each), by clap id.
+const GLOBAL_IDS: [&str; 8] = [
+    "store",
+    "prefix",
+    "config",
+    "format",
+    "cache_dir",
+    "max_stale",
+    "on_unreachable",
+    "timeout",
+];
+
+/// Which global options a command's `--help` shows: the ones it uses. The
+/// others are still accepted, only not advertised.
+fn applicable(command: &str) -> &'static [&'static str] {
+    const STORE: &[&str] = &["store", "prefix", "config", "format", "timeout"];
+    match command {
+        "attributes" => &GLOBAL_IDS,
+        "watch" => &[
+            "store",
+            "prefix",
+            "config",
+            "cache_dir",
+            "max_stale",
+            "on_unreachable",
+            "timeout",
+        ],
+        "validate" => &["prefix", "config", "format"],
+        "completions" | "version" | "man" => &[],
+        "complete-names" => &["store", "prefix", "config", "timeout"],
+        _ => STORE,
+    }
+}
+
+/// The command line as clap sees it, with each subcommand's help showing
+/// only the global options that apply to it: the others get a hidden copy
+/// in that subcommand (clap copies a global option only where a command has
+/// none of that name), still accepted, only not advertised.
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| GLOBAL_IDS.contains(&a.get_id().as_str()))
+        .cloned()
+        .collect();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    let mut cmd = cmd;
+    for name in names {
+        let shown = applicable(&name);
+        let hidden: Vec<clap::Arg> = globals
+            .iter()
+            .filter(|a| !shown.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().hide(true))
+            .collect();
+        cmd = cmd.mut_subcommand(&name, |sub| with_hidden(sub, &hidden));
+    }
+    cmd
+}
+
+/// Adds the hidden copies to a command and to its own subcommands.
+fn with_hidden(mut cmd: clap::Command, hidden: &[clap::Arg]) -> clap::Command {
+    for arg in hidden {
+        cmd = cmd.arg(arg.clone());
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(&name, |sub| with_hidden(sub, hidden));
+    }
+    cmd
+}
+
+impl Cli {
+    /// Parses the process's command line (see [`command`]).
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        let matches = command().try_get_matches()?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+impl GlobalArgs {
+    /// The flags as [`crate::config`] layers them.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            store: self.store.clone(),
+            prefix: self.prefix.clone(),
+            config: self.config.clone(),
+            format: self.format,
+            cache_dir: self.cache_dir.clone(),
+            max_stale: self.max_stale,
+            on_unreachable: self.on_unreachable,
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Resolve a node's desired state and print it as JSON node attributes
+    #[command(
+        after_help = "Examples:\n  convergent attributes --cluster web --node web-01\n  convergent attributes --cluster web --node web-01 --output /var/lib/convergent/web.json"
+    )]
     Attributes(AttributesArgs),
     /// Show every resolved value with the layer and key that set it, and the rollout reasoning
+    #[command(
+        after_help = "Examples:\n  convergent explain --cluster web --node web-07\n  convergent explain --cluster web --node web-07 app.workers"
+    )]
     Explain(ExplainArgs),
     /// Record what a node converged to (its check-in), from the attributes file its run used
+    #[command(
+        after_help = "Examples:\n  convergent report --status success --attributes /var/lib/convergent/web.json --duration 41.3\n  convergent report --status failure --attributes /var/lib/convergent/web.json --message Chef::Exceptions::Exec"
+    )]
     Report(ReportArgs),
     /// Fleet view of a cluster: per node desired vs observed generation, check-in age, rollout
+    #[command(
+        after_help = "Examples:\n  convergent status --cluster web\n  convergent status --cluster web --check --expect 10 >/dev/null || alert"
+    )]
     Status(StatusArgs),
     /// Node agent: run a command when this node's resolved desired state changes
+    #[command(
+        after_help = "Examples:\n  convergent watch --cluster web --node web-01 --splay 30s --exec chef-client -- -j /var/lib/convergent/web.json"
+    )]
     Watch(WatchArgs),
     /// The orchestrator: move clusters through a plan's steps, batch by batch
+    #[command(
+        after_help = "Examples:\n  convergent rollout run plan.yml --dry-run\n  convergent rollout run plan.yml\n  convergent rollout status web\n  convergent rollout pause web --reason \"error rate\""
+    )]
     Rollout(RolloutArgs),
     /// Print the document at KEY (relative to the prefix), folded from its sub-keys
+    #[command(
+        after_help = "Examples:\n  convergent get clusters/web/desired\n  convergent get clusters/web/nodes/web-07 --format yaml"
+    )]
     Get(GetArgs),
     /// Change a cluster's (or one node's) desired state: compare-and-set, schema-checked
+    #[command(
+        after_help = "Examples:\n  convergent set --cluster web --node web-04 state=off --reason \"disk swap\"\n  convergent set --cluster db version='\"5.10\"' --dry-run\n  convergent set --cluster web app.workers=12 --diff"
+    )]
     Set(SetArgs),
     /// Remove keys from a cluster's (or one node's) desired document
+    #[command(
+        after_help = "Examples:\n  convergent unset --cluster web --node web-04 state\n  convergent unset --cluster web --node web-04 --all"
+    )]
     Unset(UnsetArgs),
+    /// A cluster's changes (who, when, why, what) and its rollout events, oldest first
+    #[command(
+        after_help = "Examples:\n  convergent history web\n  convergent history web --limit 5 --format json"
+    )]
+    History(HistoryArgs),
+    /// Undo one change from a cluster's history: a new compare-and-set write
+    /// restoring its before-values, itself recorded
+    #[command(
+        after_help = "Examples:\n  convergent history web\n  convergent revert web 9b79f586 --dry-run\n  convergent revert web 9b79f586 --reason \"wrong node\""
+    )]
+    Revert(RevertArgs),
     /// Load a YAML (or JSON) view file into the store
+    #[command(
+        after_help = "Examples:\n  convergent import view.yml --dry-run --diff\n  convergent import view.yml --reason \"restore\"\n  convergent import view.yml --replace"
+    )]
     Import(ImportArgs),
     /// Print the whole view as YAML (or JSON), in the format `import` reads
+    #[command(
+        after_help = "Examples:\n  convergent export > view.yml\n  convergent export --format json --output view.json"
+    )]
     Export(ExportArgs),
     /// Check a view or plan file without touching a store
+    #[command(
+        after_help = "Examples:\n  convergent validate view.yml\n  convergent validate plan.yml"
+    )]
     Validate(ValidateArgs),
     /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  convergent completions bash > /etc/bash_completion.d/convergent\n  convergent completions fish > ~/.config/fish/completions/convergent.fish"
+    )]
     Completions(CompletionsArgs),
+    /// Print the version, the commit and date of the build, the target and the store backends
+    Version,
+    /// Print the man page (roff), or write every page into a folder
+    #[command(hide = true)]
+    Man(ManArgs),
+    /// Print cluster or node names from the store, one a line, for the
+    /// completion scripts (errors print nothing)
+    #[command(hide = true)]
+    CompleteNames(CompleteNamesArgs),
 }
 
 /// Which node to resolve.
@@ -189,9 +342,15 @@ pub struct StatusArgs {
     #[arg(long, value_name = "DURATION")]
     pub member_ttl: Option<HumanDuration>,
 
-    /// Exit 1 unless every present member has converged (for monitoring)
+    /// Exit 1 unless every present member has converged, the cluster has
+    /// members, and as many are present as expected (for monitoring)
     #[arg(long)]
     pub check: bool,
+
+    /// With --check: at least N members must be present (the cluster's
+    /// static members always are expected)
+    #[arg(long, value_name = "N", requires = "check")]
+    pub expect: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -208,10 +367,15 @@ pub struct WatchArgs {
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 
-    /// Wait a random time up to this long before each run, so that a fleet
-    /// does not run all at once
+    /// Wait up to this long before each run, so that a fleet does not run
+    /// all at once
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     pub splay: HumanDuration,
+
+    /// How much of the splay to wait: a random share each time, or a fixed
+    /// share derived from the cluster and node names (predictable per node)
+    #[arg(long, value_enum, default_value = "random")]
+    pub splay_from: SplayFrom,
 
     /// Where to write the attributes file the program reads
     /// [default: next to the cache file, CLUSTER/NODE.attributes.json]
@@ -221,6 +385,16 @@ pub struct WatchArgs {
     /// Also look again this often, in case a change notice was missed
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub interval: HumanDuration,
+}
+
+/// How `watch` picks its wait within the splay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplayFrom {
+    /// A random share of the splay before each run.
+    Random,
+    /// The same share every time for a given node: SPLAY × u, u the rank of
+    /// NODE in the id `splay/CLUSTER` (see README, "Rollouts").
+    Node,
 }
 
 #[derive(Debug, Args)]
@@ -329,9 +503,13 @@ pub struct SetArgs {
     #[arg(long)]
     pub node: Option<String>,
 
-    /// Allow creating a cluster that does not exist yet
+    /// Allow creating a cluster that does not exist yet, or an override
+    /// for a node that never reported and is not a static member
     #[arg(long)]
     pub create: bool,
+
+    #[command(flatten)]
+    pub preview: PreviewArgs,
 
     /// Why, recorded in the cluster's history
     #[arg(long, value_name = "TEXT")]
@@ -357,6 +535,9 @@ pub struct UnsetArgs {
     #[arg(long, requires = "node", conflicts_with = "keys")]
     pub all: bool,
 
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+
     /// Why, recorded in the cluster's history
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -367,13 +548,64 @@ pub struct UnsetArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The cluster
+    pub cluster: String,
+
+    /// Only the latest N lines
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// The cluster
+    pub cluster: String,
+
+    /// The change to undo: its ENTRY id from `convergent history CLUSTER`
+    pub entry: String,
+
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+
+    /// Why, recorded in the cluster's history
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The view file (YAML, or JSON)
     pub file: PathBuf,
 
-    /// Also delete documents the file does not have (locks are kept)
+    /// Also delete documents the file does not have (locks are kept); each
+    /// deleted key is named
     #[arg(long)]
     pub replace: bool,
+
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+
+    /// Let state changes through that the cluster schema's transitions
+    /// refuse; recorded as forced in the cluster's history
+    #[arg(long)]
+    pub force: bool,
+
+    /// Why, recorded in the history of each cluster the import changes
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// Seeing a write before (or instead of) making it.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// Show what would change, key by key, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Show what changes, key by key, as `-`/`+` lines (with --dry-run: what would)
+    #[arg(long)]
+    pub diff: bool,
 }
 
 #[derive(Debug, Args)]
@@ -390,19 +622,37 @@ pub struct ValidateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompleteNamesArgs {
+    /// `clusters`, or `nodes` (of --cluster)
+    #[arg(value_parser = ["clusters", "nodes"])]
+    pub what: String,
+
+    /// The cluster whose nodes to list
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
 
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write convergent.1 and one page per command (convergent-set.1, …) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+        command().debug_assert();
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::Deserialize;
 
-use crate::cli::{GlobalArgs, OnUnreachable};
 use crate::clock::HumanDuration;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::layout::Prefix;
 use crate::output::Format;
@@ -29,6 +29,37 @@ pub const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(3600);
 /// The default `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The settings given on the command line, before layering; `None` where a
+/// flag was not given. The command line fills it in.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    /// `--store`, still text: parsed here so an error never echoes it whole.
+    pub store: Option<String>,
+    /// `--prefix`.
+    pub prefix: Option<Prefix>,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--format`.
+    pub format: Option<Format>,
+    /// `--cache-dir`.
+    pub cache_dir: Option<PathBuf>,
+    /// `--max-stale`.
+    pub max_stale: Option<HumanDuration>,
+    /// `--on-unreachable`.
+    pub on_unreachable: Option<OnUnreachable>,
+    /// `--timeout`.
+    pub timeout: Option<HumanDuration>,
+}
+
+/// What `attributes` does when the store cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnUnreachable {
+    /// Serve the last-known-good result, marked stale, within --max-stale.
+    Cache,
+    /// Fail with exit 69.
+    Fail,
+}
+
 /// The effective settings of one run.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -38,6 +69,9 @@ pub struct Settings {
     pub prefix: Prefix,
     /// Output format, when one was asked for.
     pub format: Option<Format>,
+    /// The format given as a flag: a command that cannot honour it refuses
+    /// it, while one from the environment or config file is only a default.
+    pub format_flag: Option<Format>,
     /// Cache folder, when one was configured (else the default search).
     pub cache_dir: Option<PathBuf>,
     /// Oldest cached result to serve.
@@ -70,27 +104,9 @@ struct ConfigFile {
     member_ttl: Option<String>,
 }
 
-/// Reads environment variables; a seam so tests can supply their own.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// The process environment, with empty variables treated as unset.
-pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// An environment holding just `vars`, for unit tests.
-#[cfg(test)]
-pub fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let vars: std::collections::HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| vars.get(name).cloned()
-}
-
 impl Settings {
     /// Layers flags over the environment over the config file over defaults.
-    pub fn load(args: &GlobalArgs, env: Env) -> Result<Settings> {
+    pub fn load(args: &Flags, env: Env) -> Result<Settings> {
         let (file, file_path) = read_config_file(args.config.as_deref(), env)?;
         let file_origin = |field: &str| {
             format!(
@@ -245,6 +261,7 @@ impl Settings {
             store,
             prefix,
             format,
+            format_flag: args.format,
             cache_dir,
             max_stale,
             on_unreachable,
@@ -282,8 +299,9 @@ fn read_config_file(flag: Option<&Path>, env: Env) -> Result<(ConfigFile, Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env::env_of;
 
-    fn load(args: GlobalArgs, vars: &[(&str, &str)]) -> Result<Settings> {
+    fn load(args: Flags, vars: &[(&str, &str)]) -> Result<Settings> {
         Settings::load(&args, &env_of(vars))
     }
 
@@ -298,7 +316,7 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let (_d, path) = config_file("");
-        let s = load(GlobalArgs::default(), &[("CONVERGENT_CONFIG", &path)]).unwrap();
+        let s = load(Flags::default(), &[("CONVERGENT_CONFIG", &path)]).unwrap();
         assert_eq!(s.store.to_string(), DEFAULT_STORE);
         assert_eq!(s.prefix.to_string(), "convergent");
         assert_eq!(s.max_stale, DEFAULT_MAX_STALE);
@@ -309,7 +327,7 @@ mod tests {
     fn flag_beats_env_beats_file() {
         let (_d, path) = config_file("store: file:/from/file.yml\nprefix: fromfile\ntimeout: 9s\n");
         let s = load(
-            GlobalArgs::default(),
+            Flags::default(),
             &[
                 ("CONVERGENT_CONFIG", &path),
                 ("CONVERGENT_PREFIX", "fromenv"),
@@ -320,9 +338,9 @@ mod tests {
         assert_eq!(s.prefix.to_string(), "fromenv");
         assert_eq!(s.timeout, Duration::from_secs(9));
 
-        let args = GlobalArgs {
+        let args = Flags {
             prefix: Some("fromflag".parse().unwrap()),
-            ..GlobalArgs::default()
+            ..Flags::default()
         };
         let s = load(
             args,
@@ -338,13 +356,13 @@ mod tests {
     #[test]
     fn unknown_fields_and_wrong_types_name_file_and_field() {
         let (_d, path) = config_file("store: file:/x.yml\nstroe: typo\n");
-        let err = load(GlobalArgs::default(), &[("CONVERGENT_CONFIG", &path)]).unwrap_err();
+        let err = load(Flags::default(), &[("CONVERGENT_CONFIG", &path)]).unwrap_err();
         assert_eq!(err.exit_code(), 78);
         let text = err.to_string();
         assert!(text.contains(&path) && text.contains("stroe"), "{text}");
 
         let (_d, path) = config_file("max_stale: [1, 2]\n");
-        let text = load(GlobalArgs::default(), &[("CONVERGENT_CONFIG", &path)])
+        let text = load(Flags::default(), &[("CONVERGENT_CONFIG", &path)])
             .unwrap_err()
             .to_string();
         assert!(
@@ -353,7 +371,7 @@ mod tests {
         );
 
         let (_d, path) = config_file("max_stale: forever\n");
-        let text = load(GlobalArgs::default(), &[("CONVERGENT_CONFIG", &path)])
+        let text = load(Flags::default(), &[("CONVERGENT_CONFIG", &path)])
             .unwrap_err()
             .to_string();
         assert!(
@@ -362,7 +380,7 @@ mod tests {
         );
 
         let (_d, path) = config_file("store: redis://h:1\n");
-        let text = load(GlobalArgs::default(), &[("CONVERGENT_CONFIG", &path)])
+        let text = load(Flags::default(), &[("CONVERGENT_CONFIG", &path)])
             .unwrap_err()
             .to_string();
         assert!(
@@ -374,7 +392,7 @@ mod tests {
     #[test]
     fn bad_environment_values_name_the_variable() {
         let err = load(
-            GlobalArgs::default(),
+            Flags::default(),
             &[("CONVERGENT_CONFIG", "/nonexistent/c.yml")],
         )
         .unwrap_err();
@@ -383,7 +401,7 @@ mod tests {
 
         let (_d, path) = config_file("");
         let err = load(
-            GlobalArgs::default(),
+            Flags::default(),
             &[
                 ("CONVERGENT_CONFIG", &path),
                 ("CONVERGENT_ON_UNREACHABLE", "maybe"),

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+use crate::entry::Entry;
 use crate::error::{Error, Result};
-use crate::store::Entry;
 use crate::view_file;
 
 /// A path into a document: the keys of nested maps, outermost first.

@@ -131,6 +131,48 @@ impl Error {
         }
     }
 
+    /// A short stable name for the kind of failure, for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotConverged(_) => "not_converged",
+            Error::Usage(_) => "usage",
+            Error::BadKey { .. } => "bad_data",
+            Error::BadName(_) => "bad_name",
+            Error::BadFile { .. } => "bad_file",
+            Error::Invalid { .. } => "invalid",
+            Error::Unavailable { .. } | Error::UnavailableNoCache { .. } => "unavailable",
+            Error::CannotWrite { .. } => "cannot_write",
+            Error::Conflict { .. } => "conflict",
+            Error::Stopped(_) => "stopped",
+            Error::Held(_) => "held",
+            Error::LockHeld { .. } => "lock_held",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::Config { .. } => "config",
+        }
+    }
+
+    /// The error as one JSON object, for `--format json`: `code`,
+    /// `exit_status`, `message`, and the store `key`, `file` and `problems`
+    /// where the error has them.
+    pub fn to_json(&self) -> String {
+        let mut object = serde_json::json!({
+            "code": self.code(),
+            "exit_status": self.exit_code(),
+            "message": self.to_string(),
+        });
+        match self {
+            Error::BadKey { key, .. }
+            | Error::Conflict { key, .. }
+            | Error::PermissionDenied { key, .. } => object["key"] = key.as_str().into(),
+            Error::BadFile { path, .. } | Error::CannotWrite { path, .. } => {
+                object["file"] = path.display().to_string().into()
+            }
+            Error::Invalid { problems, .. } => object["problems"] = problems.clone().into(),
+            _ => {}
+        }
+        object.to_string()
+    }
+
     /// Shorthand for [`Error::BadKey`].
     pub fn bad_key(key: impl Into<String>, problem: impl Into<String>) -> Error {
         Error::BadKey {

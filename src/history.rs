@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::now_rfc3339;
-use crate::config::Env;
 use crate::document::{display_path, leaves};
+use crate::env::Env;
 use crate::error::{Error, Result};
 
 /// How many changes a cluster's history keeps.
@@ -31,6 +31,9 @@ pub struct Change {
     /// Why, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Made with `--force`, past what the cluster schema's transitions allow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 /// One value that changed.
@@ -62,6 +65,7 @@ impl Change {
             key: key.to_string(),
             changes,
             reason,
+            forced: false,
         }
     }
 }
@@ -128,6 +132,20 @@ pub fn diff(old: Option<&Value>, new: Option<&Value>) -> Vec<FieldChange> {
             to: after.get(p).cloned(),
         })
         .collect()
+}
+
+/// A document's changes as `-`/`+` lines under its key, for `--diff`.
+pub fn diff_text(key: &str, changes: &[FieldChange]) -> String {
+    let mut out = format!("{key}\n");
+    for f in changes {
+        if let Some(from) = &f.from {
+            out.push_str(&format!("-   {}: {from}\n", f.path));
+        }
+        if let Some(to) = &f.to {
+            out.push_str(&format!("+   {}: {to}\n", f.path));
+        }
+    }
+    out
 }
 
 /// The history document with `change` appended, oldest entries dropped past

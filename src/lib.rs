@@ -5,7 +5,9 @@
 //! Where things are:
 //! - [`cli`] parses the command line, [`config`] layers it over the
 //!   environment and the config file, [`commands`] runs each command.
-//! - [`store`] is the shared view behind one trait, one backend per file.
+//! - [`store`] is the shared view behind one trait, one backend per file;
+//!   [`entry`] is the key/value it hands back and [`env`] the environment
+//!   seam, both below everything that uses them.
 //! - [`document`] folds keys into documents and merges them; [`resolve`]
 //!   computes a node's desired state from the layers of [`layout`];
 //!   [`constraints`] are what one cluster requires of another, and
@@ -17,6 +19,7 @@
 //!   [`yaml_text`] bounds and redacts the YAML in them.
 
 pub mod atomic_file;
+pub mod build_info;
 pub mod cache;
 pub mod cli;
 pub mod clock;
@@ -25,6 +28,8 @@ pub mod compatible;
 pub mod config;
 pub mod constraints;
 pub mod document;
+pub mod entry;
+pub mod env;
 pub mod error;
 pub mod fleet;
 pub mod history;
@@ -38,7 +43,9 @@ pub mod rollout;
 pub mod schema;
 pub mod skew;
 pub mod store;
+pub mod suggest;
 pub mod update;
 pub mod view;
 pub mod view_file;
+pub mod yaml;
 pub mod yaml_text;

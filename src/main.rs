@@ -1,26 +1,46 @@
 //! The `convergent` binary: parse, run, print the error once, exit with its code.
 
-use clap::Parser;
-
 use convergent::cli::Cli;
-use convergent::error::exit;
+use convergent::error::{exit, Error};
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; anything else is a usage error.
-            let code = if e.use_stderr() {
-                exit::USAGE
+            if !e.use_stderr() {
+                let _ = e.print();
+                std::process::exit(exit::OK);
+            }
+            if wants_json(std::env::args()) {
+                eprintln!(
+                    "{}",
+                    Error::Usage(e.kind().to_string() + ": " + &first_line(&e)).to_json()
+                );
             } else {
-                exit::OK
-            };
-            let _ = e.print();
-            std::process::exit(code);
+                let _ = e.print();
+            }
+            std::process::exit(exit::USAGE);
         }
     };
-    if let Err(e) = convergent::commands::run(cli) {
-        eprintln!("convergent: error: {e}");
-        std::process::exit(e.exit_code());
-    }
+    std::process::exit(convergent::commands::main(cli));
+}
+
+/// Whether the command line asks for JSON, read before clap could parse it.
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().any(|a| a == "--format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--format" && w[1] == "json")
+}
+
+/// The message of a clap error without its `Usage:` block.
+fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string()
 }

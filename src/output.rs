@@ -18,10 +18,21 @@ pub enum Format {
     Table,
 }
 
+impl Format {
+    /// Its name, as `--format` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Yaml => "yaml",
+            Format::Table => "table",
+        }
+    }
+}
+
 /// Renders a serializable value as JSON (pretty, with a final newline) or YAML.
 pub fn render<T: Serialize>(value: &T, format: Format) -> String {
     match format {
-        Format::Yaml => serde_yaml::to_string(value).expect("serializable as YAML"),
+        Format::Yaml => crate::yaml::to_yaml(&serde_json::to_value(value).expect("serializable")),
         Format::Json | Format::Table => {
             let mut text = serde_json::to_string_pretty(value).expect("serializable as JSON");
             text.push('\n');
@@ -40,6 +51,15 @@ pub fn print(text: &str) -> Result<()> {
             reason: e,
         }),
         _ => Ok(()),
+    }
+}
+
+/// `1 node`, `3 nodes`: a count and its noun, plural when it is not one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -10,6 +10,7 @@
 //!     waiting: ["off", converged]
 //!     converged: ["off", waiting]
 //!   hold: waiting           # optional; taken while `requires` are not met
+//!   strings: [version]      # optional; dotted keys `set` always takes as text
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +33,10 @@ pub struct Schema {
     /// are not met and no earlier state is compatible (`waiting`).
     #[serde(default)]
     pub hold: Option<String>,
+    /// Dotted keys whose values are strings: `set version=5.10` stores the
+    /// text "5.10", not the number 5.1. `state` always is one.
+    #[serde(default)]
+    pub strings: Vec<String>,
 }
 
 impl Schema {
@@ -77,14 +82,20 @@ impl Schema {
         Ok(())
     }
 
+    /// Whether the value at the dotted `path` is always a string.
+    pub fn is_string(&self, path: &str) -> bool {
+        path == "state" || self.strings.iter().any(|s| s == path)
+    }
+
     /// Checks that `state` is one of the schema's states.
     pub fn check_state(&self, state: &str) -> std::result::Result<(), String> {
         if self.states.iter().any(|s| s == state) {
             Ok(())
         } else {
             Err(format!(
-                "state {state:?} is not allowed by the cluster schema (allowed: {})",
-                self.states.join(", ")
+                "state {state:?} is not allowed by the cluster schema (allowed: {}){}",
+                self.states.join(", "),
+                crate::suggest::hint(state, self.states.iter().map(String::as_str))
             ))
         }
     }

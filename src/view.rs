@@ -23,6 +23,7 @@ use crate::document::{merged, Nulls};
 use crate::error::Error;
 use crate::layout::{check_name, Layout, NameKind, Prefix};
 use crate::rollout::record::RolloutRecord;
+use crate::rollout::state::{PlanProgress, RolloutState};
 use crate::schema::{state_of, Schema};
 use crate::yaml_text;
 
@@ -84,13 +85,19 @@ pub fn split(tree: &Value, prefix: &Prefix) -> ViewDocuments {
             }
             "plans" => {
                 for (name, progress) in out.children(&layout.key("plans"), value, NameKind::Rollout) {
-                    out.document_map(&layout.plan(&name), progress);
+                    let key = layout.plan(&name);
+                    if let Some(doc) = out.document_map(&key, progress) {
+                        if let Err(e) = PlanProgress::from_document(&key, &doc) {
+                            out.problems.push(keyed(e));
+                        }
+                    }
                 }
             }
             "locks" => {} // held by running orchestrators; never imported or exported
             other => out.problems.push(format!(
-                "{}: unknown key `{other}` (a view has defaults, clusters, rollouts, observed, plans)",
-                layout.key(other)
+                "{}: unknown key `{other}` (a view has defaults, clusters, rollouts, observed, plans){}",
+                layout.key(other),
+                crate::suggest::hint(other, ["defaults", "clusters", "rollouts", "observed", "plans"])
             )),
         }
     }
@@ -142,6 +149,33 @@ fn declared_clusters(
         );
     }
     out
+}
+
+/// A view file nested under the default prefix, read for another one: the
+/// same view, moved under `prefix` (files name their prefix, so a fixture
+/// or an export could not otherwise be imported under `--prefix`). A file
+/// that has `prefix`'s own first segment, or other top-level keys, is left
+/// as it is.
+pub fn rebase(tree: Value, prefix: &Prefix) -> Value {
+    let default = Prefix::default();
+    let first = prefix.segments().next().unwrap_or_default().to_string();
+    let Value::Object(map) = &tree else {
+        return tree;
+    };
+    if *prefix == default || map.contains_key(&first) || map.len() != 1 {
+        return tree;
+    }
+    let Some(view) = map.get(&default.to_string()) else {
+        return tree;
+    };
+    prefix
+        .segments()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .fold(view.clone(), |inner, segment| {
+            Value::Object(Map::from_iter([(segment.to_string(), inner)]))
+        })
 }
 
 /// Lays a view file's tree over a store's view tree: maps above the
@@ -299,6 +333,19 @@ impl ViewDocuments {
         }
     }
 
+    /// Values at the keys the schema says are strings must be strings.
+    fn check_strings(&mut self, key: &str, doc: &Value, schema: Option<&Schema>) {
+        for path in schema.map(|s| s.strings.as_slice()).unwrap_or_default() {
+            let at: Vec<String> = path.split('.').map(str::to_string).collect();
+            match crate::document::get_path(doc, &at) {
+                None | Some(Value::String(_)) => {}
+                Some(other) => self.problems.push(format!(
+                    "{key}: {path} must be a string (the cluster schema lists it under `strings`), found {other}"
+                )),
+            }
+        }
+    }
+
     fn check_state(&mut self, key: &str, doc: &Value, schema: Option<&Schema>) -> Option<String> {
         match state_of(doc) {
             Err(e) => {
@@ -349,6 +396,7 @@ impl ViewDocuments {
             .and_then(|d| self.document_map(&layout.desired(cluster), d));
         match &desired {
             Some(doc) => {
+                self.check_strings(&layout.desired(cluster), doc, schema.as_ref());
                 let state = self.check_state(&layout.desired(cluster), doc, schema.as_ref());
                 if state.is_none() && schema.is_some() {
                     self.problems.push(format!(
@@ -369,6 +417,7 @@ impl ViewDocuments {
                 let key = layout.node_override(cluster, &node);
                 if let Some(doc) = self.document_map(&key, doc) {
                     self.node_overrides += 1;
+                    self.check_strings(&key, &doc, schema.as_ref());
                     self.check_state(&key, &doc, schema.as_ref());
                 }
             }
@@ -406,8 +455,9 @@ impl ViewDocuments {
         const PARTS: [&str; 5] = ["desired", "schema", "nodes", "members", "history"];
         for other in parts.keys().filter(|k| !PARTS.contains(&k.as_str())) {
             self.problems.push(format!(
-                "{at}/{other}: unknown key (a cluster has {})",
-                PARTS.join(", ")
+                "{at}/{other}: unknown key (a cluster has {}){}",
+                PARTS.join(", "),
+                crate::suggest::hint(other, PARTS)
             ));
         }
         if let Some(s) = schema {
@@ -440,6 +490,15 @@ impl ViewDocuments {
                     &Value::Object(r.patch),
                     schemas.get(cluster),
                 );
+                // Nodes would obey a record that only has what they read, but
+                // `rollout status`, `pause` and `rollback` could not handle
+                // it: only what the orchestrator writes gets in.
+                if let Err(e) = RolloutState::from_document(&key, record) {
+                    self.problems.push(format!(
+                        "{} (write rollouts with `convergent rollout run PLAN`, or export one from a store where it ran)",
+                        keyed(e)
+                    ));
+                }
             }
             Err(e) => self.problems.push(keyed(e)),
         }
@@ -450,6 +509,28 @@ impl ViewDocuments {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A rollout record as the orchestrator writes it.
+    fn orchestrator_record() -> Value {
+        json!({"id": "r1", "status": "running", "threshold": 0.5, "patch": {"state": "off"},
+               "plan": "r", "step": 0, "strategy": {"canary": 0, "batch": "100%", "pause": "0s", "max_failed": 0}})
+    }
+
+    #[test]
+    fn a_rollout_record_nodes_could_read_but_the_orchestrator_cannot_is_refused() {
+        let v = split_default(json!({"convergent": {
+            "clusters": {"web": {"desired": {"state": "on"}}},
+            "rollouts": {"web": {"id": "r1", "status": "running", "threshold": 0.5, "patch": {"v": 1}}},
+            "plans": {"p": {"name": "p"}},
+        }}));
+        let all = v.problems.join("\n");
+        assert!(
+            all.contains("convergent/rollouts/web: not a rollout record the orchestrator wrote: missing field `plan`")
+                && all.contains("rollout run PLAN")
+                && all.contains("convergent/plans/p: not a plan record"),
+            "{all}"
+        );
+    }
 
     fn split_default(tree: Value) -> ViewDocuments {
         split(&tree, &Prefix::default())
@@ -464,7 +545,7 @@ mod tests {
                 "desired": {"state": "converged"},
                 "nodes": {"web-07": {"state": "off"}},
             }},
-            "rollouts": {"web": {"id": "r1", "threshold": 0.5, "patch": {"state": "off"}}},
+            "rollouts": {"web": orchestrator_record()},
             "locks": {"anything": 1},
         }}));
         assert!(v.problems.is_empty(), "{:?}", v.problems);

@@ -9,9 +9,14 @@
 
 # The binary, and where convergent::install takes it from.
 default['convergent']['binary'] = '/usr/local/bin/convergent'
-# A local path or an http(s) URL; nil: the binary is installed some other way.
+# A local path, a file:// or http(s) URL of a release tarball, a .deb or a
+# raw binary; it may name %{version}, %{target}, %{arch}, %{machine} (see
+# convergent_installation). nil: the binary is installed some other way.
 default['convergent']['install']['source'] = nil
-# sha256 of the binary; required for a URL, checked for a local path when set.
+# The release (required for a tarball).
+default['convergent']['install']['version'] = nil
+# sha256 of the file; a Hash by machine ('x86_64', 'aarch64') for a source
+# naming %{target} or %{arch}. Required for a URL, checked for a local path.
 default['convergent']['install']['sha256'] = nil
 # Install while the recipes compile, so that compile-time reads
 # (convergent_desired) work on a node's first run.

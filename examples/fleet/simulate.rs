@@ -34,8 +34,8 @@ use sha2::{Digest, Sha256};
 
 use convergent::clock::now_rfc3339;
 use convergent::compatible::resolve_compatible;
-use convergent::config::process_env;
 use convergent::document::encode_value;
+use convergent::env::process_env;
 use convergent::layout::{Layout, Prefix};
 use convergent::report::{ObservedReport, ReportStatus};
 use convergent::resolve::read_node_inputs;

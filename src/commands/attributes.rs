@@ -5,18 +5,24 @@ use std::time::SystemTime;
 
 use crate::atomic_file;
 use crate::cache::{Cache, CacheKey};
-use crate::cli::{AttributesArgs, OnUnreachable};
+use crate::cli::AttributesArgs;
 use crate::clock::{format_age, now_rfc3339};
 use crate::commands::Context;
 use crate::compatible::resolve_compatible;
+use crate::config::OnUnreachable;
 use crate::error::{Error, Result};
 use crate::node_attributes::AttributesDocument;
-use crate::output;
+use crate::output::{self, Format};
 use crate::resolve::read_node_inputs;
 use crate::store::Store;
 
 /// Runs `attributes`.
 pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
+    // The file is for `chef-client -j`: JSON only.
+    let format = match args.output {
+        Some(_) => ctx.format_from_flag("attributes --output", &[Format::Json])?,
+        None => ctx.format_from_flag("attributes", &[Format::Json, Format::Yaml])?,
+    };
     let (cluster, node) = ctx.node_target(&args.target)?;
     let (store_url, prefix) = (
         ctx.settings.store.to_string(),
@@ -46,7 +52,10 @@ pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
         Err(e) => return Err(e),
     };
 
-    let text = document.to_json();
+    let text = match format {
+        Format::Yaml => output::render(&document, Format::Yaml),
+        _ => document.to_json(),
+    };
     match &args.output {
         Some(path) => atomic_file::write(path, text.as_bytes(), None),
         None => output::print(&text),

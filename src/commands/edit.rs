@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cli::{SetArgs, UnsetArgs};
+use crate::cli::{PreviewArgs, SetArgs, UnsetArgs};
 use crate::commands::Context;
 use crate::document::{decode_value, display_path, parse_path, remove_path, set_path, Path};
 use crate::error::{Error, Result};
@@ -29,10 +29,18 @@ pub fn set(ctx: &Context, args: &SetArgs) -> Result<()> {
         create: args.create,
         reason: args.reason.clone(),
         command: "set",
+        preview: &args.preview,
     };
-    edit(ctx, &target, |doc| {
-        for (path, value) in &assignments {
-            set_path(doc, path, value.clone()).map_err(|blocker| {
+    let (changes, before) = edit(ctx, &target, |doc, schema| {
+        for (path, value, text) in &assignments {
+            // Where the schema says the key holds text, the text it is.
+            let value = match schema {
+                Some(s) if s.is_string(&display_path(path)) && !value.is_string() => {
+                    Value::String(text.clone())
+                }
+                _ => value.clone(),
+            };
+            set_path(doc, path, value).map_err(|blocker| {
                 Error::Usage(format!(
                     "cannot set {}: {} holds a value that is not a map",
                     display_path(path),
@@ -41,7 +49,56 @@ pub fn set(ctx: &Context, args: &SetArgs) -> Result<()> {
             })?;
         }
         Ok(())
-    })
+    })?;
+    // A new key next to one spelled almost alike is probably a typo.
+    // Keys numbered on purpose (`k1`, `k11`) are not typos of each other.
+    for c in changes.iter().filter(|c| c.from.is_none()) {
+        let (parent, leaf) = c.path.rsplit_once('.').unwrap_or(("", &c.path));
+        if leaf.chars().any(|ch| ch.is_ascii_digit()) {
+            continue;
+        }
+        let parent_path: Vec<String> = match parent {
+            "" => Vec::new(),
+            p => p.split('.').map(str::to_string).collect(),
+        };
+        let siblings = before
+            .as_ref()
+            .and_then(|doc| crate::document::get_path(doc, &parent_path))
+            .and_then(Value::as_object);
+        if let Some(siblings) = siblings {
+            if let Some(near) = crate::suggest::closest(leaf, siblings.keys().map(String::as_str)) {
+                let near = if parent.is_empty() {
+                    near.to_string()
+                } else {
+                    format!("{parent}.{near}")
+                };
+                eprintln!(
+                    "convergent: warning: {}: {} is a new key; did you mean {near:?}?",
+                    layout_key(ctx, &target),
+                    c.path
+                );
+            }
+        }
+    }
+    // A string turned into a number is usually a version losing its
+    // trailing zero (5.10 -> 5.1): say so.
+    for c in &changes {
+        if let (Some(Value::String(from)), Some(to @ Value::Number(_))) = (&c.from, &c.to) {
+            let text = assignments
+                .iter()
+                .find(|(path, _, _)| display_path(path) == c.path)
+                .map_or(to.to_string(), |(_, _, text)| text.clone());
+            eprintln!(
+                "convergent: warning: {}: {} was the string {from:?} and is now the number {to}; \
+                 to keep it a string, quote it as JSON ({}='\"{text}\"'), or list {} under the schema's `strings`",
+                layout_key(ctx, &target),
+                c.path,
+                c.path,
+                c.path
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs `unset`.
@@ -57,8 +114,9 @@ pub fn unset(ctx: &Context, args: &UnsetArgs) -> Result<()> {
         create: false,
         reason: args.reason.clone(),
         command: "unset",
+        preview: &args.preview,
     };
-    edit(ctx, &target, |doc| {
+    edit(ctx, &target, |doc, _| {
         if args.all {
             *doc = json!({});
         }
@@ -67,14 +125,56 @@ pub fn unset(ctx: &Context, args: &UnsetArgs) -> Result<()> {
         }
         Ok(())
     })
+    .map(drop)
 }
 
-/// `KEY=VALUE`, the value JSON where valid, else a plain string.
-fn parse_assignment(text: &str) -> Result<(Path, Value)> {
+/// `; did you mean "web-09"?` from the nodes the cluster knows (reported,
+/// overridden or static members). Read only when a name is wrong.
+fn known_nodes_hint(ctx: &Context, cluster: &str, node: &str) -> String {
+    let layout = ctx.layout();
+    let roots = [
+        layout.observed(cluster),
+        layout.nodes(cluster),
+        layout.members(cluster),
+    ];
+    let Ok(snapshot) = ctx.open_store().and_then(|s| s.read_trees(&roots)) else {
+        return String::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    for (root, entries) in roots.iter().zip(&snapshot.trees) {
+        match crate::document::fold(root, entries)
+            .ok()
+            .flatten()
+            .map(|f| f.doc)
+        {
+            Some(Value::Object(map)) => names.extend(map.keys().cloned()),
+            Some(Value::Array(members)) => names.extend(
+                members
+                    .iter()
+                    .filter_map(|m| m.as_str().map(str::to_string)),
+            ),
+            _ => {}
+        }
+    }
+    crate::suggest::hint(node, names.iter().map(String::as_str))
+}
+
+/// The key of the document an edit changes.
+fn layout_key(ctx: &Context, target: &Target) -> String {
+    match target.node {
+        Some(node) => ctx.layout().node_override(target.cluster, node),
+        None => ctx.layout().desired(target.cluster),
+    }
+}
+
+/// `KEY=VALUE`, the value JSON where valid, else a plain string; and the
+/// value's text as given.
+fn parse_assignment(text: &str) -> Result<(Path, Value, String)> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| Error::Usage(format!("{text:?} is not KEY=VALUE")))?;
     let path = parse_path(key).map_err(Error::Usage)?;
+    let value_text = value;
     if value.is_empty() {
         return Err(Error::Usage(format!(
             "`{key}=` has no value: use `unset {key}` to remove it, or {key}='\"\"' for an empty string"
@@ -84,16 +184,17 @@ fn parse_assignment(text: &str) -> Result<(Path, Value)> {
         Error::BadKey { problem, .. } => Error::Usage(format!("the value of {key}: {problem}")),
         other => other,
     })?;
-    Ok((path, value))
+    Ok((path, value, value_text.to_string()))
 }
 
 /// Which document an edit changes, and how it is recorded.
-struct Target<'a> {
-    cluster: &'a str,
-    node: Option<&'a str>,
-    create: bool,
-    reason: Option<String>,
-    command: &'static str,
+pub(super) struct Target<'a> {
+    pub(super) cluster: &'a str,
+    pub(super) node: Option<&'a str>,
+    pub(super) create: bool,
+    pub(super) reason: Option<String>,
+    pub(super) command: &'static str,
+    pub(super) preview: &'a PreviewArgs,
 }
 
 // Positions in the one read an edit makes; the node case adds the cluster's
@@ -103,6 +204,9 @@ const SCHEMA: usize = 1;
 const HISTORY: usize = 2;
 const DEFAULTS: usize = 3;
 const ROLLOUT: usize = 4;
+// The node case also reads whether the node was ever seen.
+const OBSERVED: usize = 5;
+const MEMBERS: usize = 6;
 
 #[derive(Serialize)]
 struct EditReport {
@@ -112,9 +216,15 @@ struct EditReport {
     /// write (its history entry) in place.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     applied_after_lost_answer: bool,
+    dry_run: bool,
 }
 
-fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>) -> Result<()> {
+pub(super) fn edit(
+    ctx: &Context,
+    target: &Target,
+    apply: impl Fn(&mut Value, Option<&Schema>) -> Result<()>,
+) -> Result<(Vec<FieldChange>, Option<Value>)> {
+    let format = ctx.format(target.command, &[Format::Table, Format::Json, Format::Yaml])?;
     let cluster = target.cluster;
     check_name(NameKind::Cluster, cluster).map_err(Error::BadName)?;
     if let Some(node) = target.node {
@@ -133,7 +243,9 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
         layout.rollout(cluster),
     ];
     let desired = match target.node {
-        Some(_) => {
+        Some(node) => {
+            keys.push(layout.observed_node(cluster, node));
+            keys.push(layout.members(cluster));
             keys.push(layout.desired(cluster));
             keys.len() - 1
         }
@@ -146,6 +258,7 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
     // answer is lost and a re-read finds nothing left to do.
     let mut tried: Option<Value> = None;
     let mut applied_after_lost_answer = false;
+    let mut before = None;
     update(store.as_ref(), &keys, |current| {
         let docs = &current.docs;
         if docs[desired].is_none() && docs[SCHEMA].is_none() && !target.create {
@@ -154,7 +267,25 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
                 format!("unknown cluster {cluster:?}: nothing is stored for it (check the name, or pass --create to start a new cluster)"),
             ));
         }
+        if let (Some(node), None) = (target.node, &docs[TARGET]) {
+            let reported = docs[OBSERVED].is_some();
+            let member = docs[MEMBERS]
+                .as_ref()
+                .and_then(Value::as_array)
+                .is_some_and(|m| m.iter().any(|n| n.as_str() == Some(node)));
+            if !reported && !member && !target.create && target.command == "set" {
+                return Err(Error::bad_key(
+                    &target_key,
+                    format!(
+                        "node {node:?} of cluster {cluster} has never reported, is not a static member and has no override \
+                         (check the name, or pass --create for a node that has not reported yet){}",
+                        known_nodes_hint(ctx, cluster, node)
+                    ),
+                ));
+            }
+        }
         let old = docs[TARGET].clone();
+        before = old.clone();
         let mut doc = match &old {
             None => json!({}),
             Some(v @ Value::Object(_)) => v.clone(),
@@ -165,7 +296,11 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
                 ))
             }
         };
-        apply(&mut doc)?;
+        let schema = docs[SCHEMA]
+            .as_ref()
+            .map(|d| Schema::from_document(&keys[SCHEMA], d))
+            .transpose()?;
+        apply(&mut doc, schema.as_ref())?;
         // An emptied node override is removed rather than kept as `{}`.
         let new = (target.node.is_none() || doc != json!({})).then_some(doc);
         if new == old {
@@ -184,10 +319,6 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
             return Ok(None);
         }
 
-        let schema = docs[SCHEMA]
-            .as_ref()
-            .map(|d| Schema::from_document(&keys[SCHEMA], d))
-            .transpose()?;
         let new_state = match &new {
             Some(doc) => state_of(doc).map_err(|e| Error::bad_key(&target_key, e))?,
             None => None,
@@ -215,6 +346,9 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
         }
 
         changes = diff(old.as_ref(), new.as_ref());
+        if target.preview.dry_run {
+            return Ok(None);
+        }
         let change = Change::now(
             ctx.env,
             target.command,
@@ -234,11 +368,23 @@ fn edit(ctx: &Context, target: &Target, apply: impl Fn(&mut Value) -> Result<()>
         key: target_key,
         changes,
         applied_after_lost_answer,
+        dry_run: target.preview.dry_run,
     };
-    match ctx.format_or(Format::Table) {
+    match format {
+        Format::Table if target.preview.diff => {
+            let mut text = match report.changes.is_empty() {
+                true => format!("{}: no change\n", report.key),
+                false => history::diff_text(&report.key, &report.changes),
+            };
+            if report.dry_run {
+                text.push_str("dry run: nothing was written\n");
+            }
+            output::print(&text)
+        }
         Format::Table => output::print(&report.to_text()),
         format => output::print(&output::render(&report, format)),
-    }
+    }?;
+    Ok((report.changes, before))
 }
 
 /// The state node `node` resolves to now, before the edit.
@@ -276,6 +422,15 @@ impl EditReport {
         if self.changes.is_empty() {
             return format!("{}: no change, nothing written\n", self.key);
         }
+        if self.dry_run {
+            let mut text = self.lines();
+            text.push_str("dry run: nothing was written\n");
+            return text;
+        }
+        self.lines()
+    }
+
+    fn lines(&self) -> String {
         let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_string(), |v| v.to_string());
         self.changes
             .iter()

@@ -75,6 +75,7 @@ struct Removal {
 
 /// Runs `explain`.
 pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
+    let format = ctx.format("explain", &[Format::Table, Format::Json, Format::Yaml])?;
     let (cluster, node) = ctx.node_target(&args.target)?;
     let filter = args
         .key
@@ -128,7 +129,7 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
         removed: removals(&inputs, &resolution, filter.as_deref()),
         recent_changes,
     };
-    match ctx.format_or(Format::Table) {
+    match format {
         Format::Table => output::print(&explanation.to_text(filter.as_deref())),
         format => output::print(&output::render(&explanation, format)),
     }

@@ -1,8 +1,12 @@
 //! One file per command; `run` dispatches.
 
 pub mod attributes;
+mod completion;
 mod edit;
 mod explain;
+mod history;
+mod import;
+mod manual;
 mod report;
 mod rollout;
 mod status;
@@ -10,10 +14,9 @@ mod transfer;
 mod validate;
 mod watch;
 
-use clap::CommandFactory;
-
 use crate::cli::{Cli, Command, NodeTarget};
-use crate::config::{process_env, Env, Settings};
+use crate::config::Settings;
+use crate::env::{process_env, Env};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::output::Format;
@@ -44,9 +47,34 @@ impl Context<'_> {
         )
     }
 
-    /// The output format: the one asked for, else the command's default.
-    pub fn format_or(&self, default: Format) -> Format {
-        self.settings.format.unwrap_or(default)
+    /// The output format of `command`, which can print `allowed` (the
+    /// first is its default): the one asked for, else the default. A
+    /// `--format` flag the command cannot honour is refused (exit 64); a
+    /// format from the environment or config file is a default for every
+    /// command, so where it does not apply the command's own is used.
+    pub fn format(&self, command: &str, allowed: &[Format]) -> Result<Format> {
+        if let Some(asked) = self.settings.format_flag {
+            if !allowed.contains(&asked) {
+                return Err(refuse_format(command, asked, allowed));
+            }
+            return Ok(asked);
+        }
+        Ok(self
+            .settings
+            .format
+            .filter(|f| allowed.contains(f))
+            .unwrap_or(allowed[0]))
+    }
+
+    /// The output format of a node-path command (`attributes`, `report`),
+    /// which the cookbook reads: only a `--format` flag changes it, never
+    /// the environment or a config file shared with operators.
+    pub fn format_from_flag(&self, command: &str, allowed: &[Format]) -> Result<Format> {
+        match self.settings.format_flag {
+            Some(asked) if !allowed.contains(&asked) => Err(refuse_format(command, asked, allowed)),
+            Some(asked) => Ok(asked),
+            None => Ok(allowed[0]),
+        }
     }
 
     /// The cluster and node of a node command, from the flags or else the
@@ -68,20 +96,68 @@ impl Context<'_> {
     }
 }
 
+/// The usage error for a `--format` a command cannot honour.
+pub fn refuse_format(command: &str, asked: Format, allowed: &[Format]) -> Error {
+    let names: Vec<&str> = allowed.iter().map(|f| f.name()).collect();
+    Error::Usage(if names.is_empty() {
+        format!(
+            "--format {} does not apply to `{command}`: it takes no --format",
+            asked.name()
+        )
+    } else {
+        format!(
+            "--format {} does not apply to `{command}`: it prints {}",
+            asked.name(),
+            names.join(" or ")
+        )
+    })
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     run_with_env(cli, &process_env)
 }
 
+/// Runs a parsed command line and reports a failure on stderr: as one JSON
+/// object when JSON output was asked for, else as one line. The exit code.
+pub fn main(cli: Cli) -> i32 {
+    let json_errors = cli.global.format.or_else(|| {
+        process_env("CONVERGENT_FORMAT").and_then(|f| clap::ValueEnum::from_str(&f, true).ok())
+    }) == Some(Format::Json);
+    match run(cli) {
+        Ok(()) => crate::error::exit::OK,
+        Err(e) => {
+            if json_errors {
+                eprintln!("{}", e.to_json());
+            } else {
+                eprintln!("convergent: error: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
 /// Runs a parsed command line against a given environment.
 pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
-    if let Command::Completions(args) = &cli.command {
-        let mut out = Vec::new();
-        clap_complete::generate(args.shell, &mut Cli::command(), "convergent", &mut out);
-        return crate::output::print(&String::from_utf8_lossy(&out));
+    // These describe the binary itself: no settings, no config file.
+    match &cli.command {
+        Command::Completions(args) => {
+            if let Some(asked) = cli.global.format {
+                return Err(refuse_format("completions", asked, &[]));
+            }
+            return crate::output::print(&completion::script(args.shell));
+        }
+        Command::Version => {
+            if let Some(asked) = cli.global.format {
+                return Err(refuse_format("version", asked, &[]));
+            }
+            return crate::output::print(&format!("convergent {}\n", crate::build_info::VERSION));
+        }
+        Command::Man(args) => return manual::run(args),
+        _ => {}
     }
     let ctx = Context {
-        settings: Settings::load(&cli.global, env)?,
+        settings: Settings::load(&cli.global.flags(), env)?,
         env,
     };
     match &cli.command {
@@ -94,9 +170,14 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         Command::Get(args) => transfer::get(&ctx, args),
         Command::Set(args) => edit::set(&ctx, args),
         Command::Unset(args) => edit::unset(&ctx, args),
-        Command::Import(args) => transfer::import(&ctx, args),
+        Command::History(args) => history::show(&ctx, args),
+        Command::Revert(args) => history::revert(&ctx, args),
+        Command::Import(args) => import::import(&ctx, args),
         Command::Export(args) => transfer::export(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),
-        Command::Completions(_) => unreachable!("handled above"),
+        Command::Completions(_) | Command::Version | Command::Man(_) => {
+            unreachable!("handled above")
+        }
+        Command::CompleteNames(args) => completion::names(&ctx, args),
     }
 }

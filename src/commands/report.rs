@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
 use crate::local_file;
 use crate::node_attributes::AttributesDocument;
-use crate::output;
+use crate::output::{self, Format};
 use crate::report::{bounded_message, ObservedReport};
 use crate::store::{self, Op, StoreOptions, Txn};
 
@@ -33,6 +33,7 @@ struct Applied {
 
 /// Runs `report`.
 pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
+    let format = ctx.format_from_flag("report", &[Format::Table, Format::Json, Format::Yaml])?;
     let applied = match &args.attributes {
         Some(path) => from_attributes_file(ctx, args, path)?,
         None => from_flags(ctx, args)?,
@@ -89,6 +90,10 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
             value: encode_value(&value),
         }],
     })?;
+    if format != Format::Table {
+        let result = serde_json::json!({"key": key, "report": value});
+        return output::print(&output::render(&result, format));
+    }
     output::print(&format!(
         "{key}: {} at generation {}{}\n",
         report.status,

@@ -13,10 +13,10 @@ use crate::commands::Context;
 use crate::error::{Error, Result};
 use crate::history::actor;
 use crate::layout::{check_name, NameKind};
-use crate::output::{self, columns, Format};
-use crate::rollout::compat;
+use crate::output::{self, columns, count, Format};
 use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
 use crate::rollout::plan::Plan;
+use crate::rollout::preflight::preflight;
 use crate::rollout::state::Direction;
 use crate::store::Store;
 
@@ -29,6 +29,7 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
         RolloutCommand::Resume(a) => control(ctx, a, Control::Resume),
         RolloutCommand::Abort(a) => control(ctx, a, Control::Abort),
         RolloutCommand::Rollback(a) => {
+            ctx.format("rollout rollback", &[Format::Table, Format::Json])?;
             check_name(NameKind::Cluster, &a.cluster).map_err(Error::BadName)?;
             let store = ctx.open_store()?;
             // A forward orchestrator still running needs a turn to see the
@@ -65,19 +66,28 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 }
 
 fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
+    let format = if args.dry_run {
+        ctx.format(
+            "rollout run --dry-run",
+            &[Format::Table, Format::Json, Format::Yaml],
+        )?
+    } else {
+        ctx.format("rollout run", &[Format::Table, Format::Json])?
+    };
     let plan = Plan::from_file(&args.plan)?;
     let store = ctx.open_store()?;
     let options = run_options(ctx, &args.options, false);
     if args.dry_run {
-        compat::check_plan(store.as_ref(), &ctx.layout(), &plan, 0)?;
+        // What the real start would refuse, the dry run refuses too.
+        preflight(store.as_ref(), &ctx.layout(), &plan)?;
         let previews =
             orchestrator::preview(store.as_ref(), &ctx.layout(), &plan, options.member_ttl)?;
-        return match ctx.format_or(Format::Table) {
+        return match format {
             Format::Table => {
                 let mut text = format!(
-                    "plan {}: {} steps (dry run: nothing is written)\n",
+                    "plan {}: {} (dry run: nothing is written)\n",
                     plan.name,
-                    plan.steps.len()
+                    count(plan.steps.len(), "step")
                 );
                 for (p, step) in previews.iter().zip(&plan.steps) {
                     text.push_str(&format!(
@@ -130,6 +140,15 @@ fn orchestrate(
 }
 
 fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<()> {
+    let verb = match action {
+        Control::Pause => "pause",
+        Control::Resume => "resume",
+        Control::Abort => "abort",
+    };
+    let format = ctx.format(
+        &format!("rollout {verb}"),
+        &[Format::Table, Format::Json, Format::Yaml],
+    )?;
     check_name(NameKind::Cluster, &args.cluster).map_err(Error::BadName)?;
     let store = ctx.open_store()?;
     let state = orchestrator::control(
@@ -141,6 +160,15 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
         args.reason.clone(),
     )?;
     let status = serde_json::to_value(state.status).expect("serializes");
+    if format != Format::Table {
+        let result = serde_json::json!({
+            "cluster": args.cluster,
+            "rollout": state.id,
+            "status": status,
+            "plan": state.plan,
+        });
+        return output::print(&output::render(&result, format));
+    }
     output::print(&format!(
         "{}: rollout {} is now {}{}\n",
         args.cluster,
@@ -154,19 +182,40 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
 }
 
 fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
+    let format = ctx.format(
+        "rollout status",
+        &[Format::Table, Format::Json, Format::Yaml],
+    )?;
     if let Some(c) = &args.cluster {
         check_name(NameKind::Cluster, c).map_err(Error::BadName)?;
     }
     let store = ctx.open_store()?;
     let member_ttl = args.member_ttl.map_or(ctx.settings.member_ttl, |d| d.0);
-    let views = orchestrator::rollouts(
+    let (views, unreadable) = orchestrator::rollouts(
         store.as_ref(),
         &ctx.layout(),
         args.cluster.as_deref(),
         member_ttl,
     )?;
-    if ctx.format_or(Format::Table) != Format::Table {
-        return output::print(&output::render(&views, ctx.format_or(Format::Json)));
+    print_rollouts(format, args, &views)?;
+    // The readable ones are shown; then the others are named, exit 65.
+    match unreadable.len() {
+        0 => Ok(()),
+        1 => Err(unreadable.into_iter().next().expect("one")),
+        _ => Err(Error::Invalid {
+            subject: "some rollout records".into(),
+            problems: unreadable.iter().map(ToString::to_string).collect(),
+        }),
+    }
+}
+
+fn print_rollouts(
+    format: Format,
+    args: &RolloutStatusArgs,
+    views: &[orchestrator::RolloutView],
+) -> Result<()> {
+    if format != Format::Table {
+        return output::print(&output::render(&views, format));
     }
     if views.is_empty() {
         return output::print(&match &args.cluster {
@@ -183,12 +232,12 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
         "RELEASED",
         "CONVERGED",
         "FAILED",
-        "WAITING",
+        "HELD",
         "ABSENT",
     ]
     .map(String::from)
     .to_vec()];
-    for v in &views {
+    for v in views {
         let r = &v.record;
         let status = serde_json::to_value(r.status)
             .expect("serializes")
@@ -198,7 +247,7 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
         rows.push(vec![
             v.cluster.clone(),
             r.id.clone(),
-            (r.step + 1).to_string(),
+            v.step.to_string(),
             if r.direction == Direction::Back {
                 format!("{status} (rolling back)")
             } else {
@@ -208,12 +257,12 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
             v.released.to_string(),
             v.converged.to_string(),
             v.failed.to_string(),
-            v.waiting.to_string(),
+            v.held.to_string(),
             v.absent.to_string(),
         ]);
     }
     let mut text = columns(&rows);
-    for v in &views {
+    for v in views {
         if let Some(reason) = &v.record.reason {
             text.push_str(&format!("\n{}: {reason}\n", v.cluster));
         }
@@ -280,15 +329,6 @@ impl Observer for LiveLine {
             self.open = false;
         }
         let _ = out.flush();
-    }
-}
-
-/// `1 node`, `3 nodes`.
-fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }
 

@@ -41,6 +41,7 @@ struct RolloutLine {
 
 /// Runs `status`.
 pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
+    let format = ctx.format("status", &[Format::Table, Format::Json, Format::Yaml])?;
     let cluster = args
         .cluster
         .clone()
@@ -82,12 +83,44 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
         problems: &fleet.problems,
         skew,
     };
-    match ctx.format_or(Format::Table) {
+    match format {
         Format::Table => output::print(&table(&report, use_colour(ctx))),
         format => output::print(&output::render(&report, format)),
     }?;
     let c = report.summary;
-    if args.check && c.present() > c.converged {
+    if !args.check {
+        return Ok(());
+    }
+    if c.total() == 0 {
+        return Err(Error::NotConverged(format!(
+            "check failed for {cluster}: it has no members (no node has reported, and it lists no static members)"
+        )));
+    }
+    let statics = report.members.iter().filter(|m| m.static_member).count();
+    let expected = args.expect.unwrap_or(0).max(statics);
+    if c.present() < expected {
+        let absent: Vec<&str> = report
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Absent)
+            .map(|m| m.node.as_str())
+            .collect();
+        return Err(Error::NotConverged(format!(
+            "check failed for {cluster}: {} present, {expected} expected ({}); absent: {}",
+            c.present(),
+            if args.expect.unwrap_or(0) >= statics {
+                "--expect"
+            } else {
+                "its static members"
+            },
+            if absent.is_empty() {
+                "none".to_string()
+            } else {
+                absent.join(", ")
+            }
+        )));
+    }
+    if c.present() > c.converged {
         return Err(Error::NotConverged(format!(
             "check failed for {cluster}: {} of {} present members have not converged ({} pending, {} failed)",
             c.present() - c.converged,
@@ -149,8 +182,8 @@ fn table(r: &StatusReport, colour: bool) -> String {
     out.push_str(&columns(&rows));
     let c = r.summary;
     out.push_str(&format!(
-        "{} members: {} converged, {} pending, {} failed, {} absent\n",
-        c.total(),
+        "{}: {} converged, {} pending, {} failed, {} absent\n",
+        crate::output::count(c.total(), "member"),
         c.converged,
         c.pending,
         c.failed,

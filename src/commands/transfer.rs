@@ -1,22 +1,21 @@
-//! `get`, `import` and `export`: moving documents and whole views between
-//! files and the store.
-
-use std::collections::BTreeSet;
+//! `get` and `export`: reading documents and whole views out of the store
+//! (`import` has its own module).
 
 use serde_json::{Map, Value};
 
 use crate::atomic_file;
-use crate::cli::{ExportArgs, GetArgs, ImportArgs};
+use crate::cli::{ExportArgs, GetArgs};
 use crate::commands::Context;
-use crate::document::{encode_value, fold, get_path};
+use crate::document::{fold, get_path};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::output::{self, Format};
-use crate::store::{Entry, Op, Store, StoreUrl, Txn, TxnOutcome};
-use crate::{view, view_file};
+use crate::store::{Entry, Store};
+use crate::view_file;
 
 /// Runs `get`.
 pub fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
+    let format = ctx.format("get", &[Format::Json, Format::Yaml])?;
     let relative = args.key.trim_matches('/');
     if relative.is_empty()
         || relative
@@ -41,107 +40,13 @@ pub fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
         .as_ref()
         .and_then(|doc| get_path(doc, &inner))
         .ok_or_else(|| Error::bad_key(&key, "nothing is stored at this key"))?;
-    output::print(&output::render(value, ctx.format_or(Format::Json)))
-}
-
-/// Runs `import`: checks that the store will hold a valid view once the file
-/// is laid over it (the file alone with `--replace`), then writes every
-/// document of the file, replacing sub-keys it was folded from, in one
-/// transaction where the store allows.
-pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
-    let (_, file_tree) = view_file::read(&args.file)?;
-    let prefix = &ctx.settings.prefix;
-    let store = ctx.open_store()?;
-    // Importing into a file store creates the file.
-    let creating = matches!(&ctx.settings.store, StoreUrl::File { path } if !path.exists());
-    let (mut after, existing) = if creating {
-        (Value::Object(Map::new()), Vec::new())
-    } else {
-        read_view(ctx, store.as_ref())?
-    };
-    if args.replace {
-        after = file_tree.clone();
-    } else {
-        view::overlay(&mut after, &file_tree, prefix);
-    }
-    let checked = view::split(&after, prefix);
-    if !checked.problems.is_empty() {
-        return Err(Error::Invalid {
-            subject: format!(
-                "view {}{}",
-                args.file.display(),
-                if args.replace {
-                    ""
-                } else {
-                    " (laid over the store's view)"
-                }
-            ),
-            problems: checked.problems,
-        });
-    }
-    let documents = view::split(&file_tree, prefix).documents;
-
-    let doc_keys: BTreeSet<&str> = documents.iter().map(|(k, _)| k.as_str()).collect();
-    let under = |key: &str, root: &str| key == root || key.starts_with(&format!("{root}/"));
-    let mut ops = Vec::new();
-    for entry in &existing {
-        if doc_keys.contains(entry.key.as_str()) {
-            continue;
-        }
-        let folded_into_a_document = doc_keys.iter().any(|d| under(&entry.key, d));
-        if folded_into_a_document || args.replace {
-            ops.push(Op::Delete {
-                key: entry.key.clone(),
-            });
-        }
-    }
-    let deleted = ops.len();
-    for (key, doc) in &documents {
-        ops.push(Op::Put {
-            key: key.clone(),
-            value: encode_value(doc),
-        });
-    }
-    // One transaction where the store allows (the file store always does);
-    // past a store's limits, several — after checking that each document
-    // fits in one, so a refusal writes nothing.
-    let limits = store.txn_limits();
-    if let Some(op) = limits.oversized(&ops) {
-        return Err(Error::bad_key(
-            op.key(),
-            format!(
-                "this document is {} bytes, more than {} takes in one transaction; nothing was imported",
-                op.size(),
-                store.describe()
-            ),
-        ));
-    }
-    for ops in limits.split(ops) {
-        match store.commit(&Txn {
-            compares: Vec::new(),
-            ops,
-        })? {
-            TxnOutcome::Committed { .. } => {}
-            TxnOutcome::Conflict => unreachable!("a transaction without compares cannot conflict"),
-        }
-    }
-    output::print(&format!(
-        "imported {} documents from {} into {}{}\n",
-        documents.len(),
-        args.file.display(),
-        store.describe(),
-        if deleted > 0 {
-            format!(", {deleted} other keys deleted")
-        } else {
-            String::new()
-        }
-    ))
+    output::print(&output::render(value, format))
 }
 
 /// The store's whole view as a tree nested under the prefix (as a view file
 /// holds it), and the entries it was folded from. Only the view's sections
 /// are read: locks are not part of a view, and a role on `P/` suffices.
-fn read_view(ctx: &Context, store: &dyn Store) -> Result<(Value, Vec<Entry>)> {
+pub(super) fn read_view(ctx: &Context, store: &dyn Store) -> Result<(Value, Vec<Entry>)> {
     let layout = ctx.layout();
     let sections: Vec<String> = Layout::SECTIONS.iter().map(|s| layout.key(s)).collect();
     let snapshot = store.read_trees(&sections)?;
@@ -163,9 +68,10 @@ fn read_view(ctx: &Context, store: &dyn Store) -> Result<(Value, Vec<Entry>)> {
 
 /// Runs `export`: the whole view, nested under the prefix, as `import` reads it.
 pub fn export(ctx: &Context, args: &ExportArgs) -> Result<()> {
+    let format = ctx.format("export", &[Format::Yaml, Format::Json])?;
     let store = ctx.open_store()?;
     let (tree, _) = read_view(ctx, store.as_ref())?;
-    let json = ctx.format_or(Format::Yaml) == Format::Json
+    let json = format == Format::Json
         || args
             .output
             .as_ref()

@@ -7,7 +7,8 @@
 //! - never two runs at once: changes during a run are looked at once it ends,
 //!   so a burst of changes gives at most one more run;
 //! - a change that resolves to the same generation for this node runs nothing;
-//! - a random splay before each run keeps a fleet off the Chef server's back;
+//! - a splay before each run keeps a fleet off the Chef server's back: a
+//!   random share of it, or a fixed share per node (`--splay-from node`);
 //! - store errors back off (1s doubling to 1 min); SIGTERM/SIGINT stop it
 //!   cleanly, passing SIGTERM on to a running program;
 //! - the generation last run for is kept next to the attributes file
@@ -24,15 +25,17 @@ use std::time::{Duration, Instant};
 
 use crate::atomic_file;
 use crate::cache::Cache;
-use crate::cli::WatchArgs;
+use crate::cli::{SplayFrom, WatchArgs};
 use crate::clock::{now_rfc3339, random_fraction, HumanDuration};
 use crate::commands::attributes::{cache_key, fetch};
 use crate::commands::Context;
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
 use crate::node_attributes::AttributesDocument;
+use crate::output::Format;
 use crate::resolve::watch_roots;
+use crate::rollout::rank::rank;
 use crate::store::{ChangeFeed, Store};
 
 /// How long a running program gets to stop after SIGTERM.
@@ -42,6 +45,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Runs `watch` until SIGTERM or SIGINT.
 pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
+    // It logs lines for people and journals; nothing else to choose.
+    ctx.format("watch", &[Format::Table])?;
     let (cluster, node) = ctx.node_target(&args.target)?;
     check_name(NameKind::Cluster, &cluster).map_err(Error::BadName)?;
     check_name(NameKind::Node, &node).map_err(Error::BadName)?;
@@ -60,6 +65,7 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
         program,
         args: args.args.clone(),
         splay: args.splay.0,
+        splay_from: args.splay_from,
         interval: args.interval.0.max(Duration::from_secs(1)),
         output: args.output.clone(),
         last_run_for: None,
@@ -69,6 +75,14 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
         agent.last_run_for = read_last_run(output);
     }
     agent.run()
+}
+
+/// The fixed share of the splay a node waits with `--splay-from node`, in
+/// [0, 1): the node's rank (as a rollout ranks it) in the id `splay/CLUSTER`.
+/// Stable across restarts and platforms, spread evenly over a fleet, and
+/// computable by anyone who knows the names (the cookbook shows it).
+pub fn node_splay_share(cluster: &str, node: &str) -> f64 {
+    rank(&format!("splay/{cluster}"), node)
 }
 
 /// Finds the program: a path, or a name looked up in `PATH`. A missing or
@@ -116,6 +130,7 @@ struct Agent<'c> {
     program: PathBuf,
     args: Vec<String>,
     splay: Duration,
+    splay_from: SplayFrom,
     interval: Duration,
     /// Where the attributes file goes; decided at the first fetch when not given.
     output: Option<PathBuf>,
@@ -258,7 +273,11 @@ impl Agent<'_> {
 
     fn act(&mut self, mut doc: AttributesDocument) -> Result<()> {
         if !self.splay.is_zero() {
-            let wait = self.splay.mul_f64(random_fraction());
+            let share = match self.splay_from {
+                SplayFrom::Random => random_fraction(),
+                SplayFrom::Node => node_splay_share(&self.cluster, &self.node),
+            };
+            let wait = self.splay.mul_f64(share);
             self.log(format_args!(
                 "waiting {} first (splay)",
                 HumanDuration(Duration::from_secs(wait.as_secs()))
@@ -415,6 +434,15 @@ mod tests {
             find_program(plain.to_str().unwrap(), &env).is_err(),
             "not executable"
         );
+    }
+
+    #[test]
+    fn a_node_splay_share_is_pinned_and_differs_by_node_and_cluster() {
+        // Computed independently: python3 -c 'import hashlib;
+        // print((int.from_bytes(hashlib.sha256(b"splay/web/web-01").digest()[:8], "big") >> 11) / 2**53)'
+        assert_eq!(node_splay_share("web", "web-01"), 0.9813673433868471);
+        assert_eq!(node_splay_share("web", "web-02"), 0.8881301897998504);
+        assert_ne!(node_splay_share("db", "web-01"), 0.9813673433868471);
     }
 
     #[test]

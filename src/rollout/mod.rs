@@ -10,6 +10,7 @@ pub mod compat;
 pub mod kick;
 pub mod orchestrator;
 pub mod plan;
+pub mod preflight;
 pub mod rank;
 pub mod record;
 pub mod state;

@@ -24,14 +24,15 @@ use super::batches::{
 use super::compat;
 use super::kick;
 use super::plan::{Amount, Plan};
+use super::preflight::{check_progress, check_step, plan_digest, preflight, StepInputs, StepStart};
 use super::state::{rollout_id, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status};
 use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339, HumanDuration};
-use crate::document::{canonical_json, generation, merged, Nulls};
+use crate::document::{canonical_json, merged, Nulls};
 use crate::error::{Error, Result};
 use crate::fleet::{Fleet, Member, MemberState};
 use crate::history::{self, diff, Change};
 use crate::layout::Layout;
-use crate::schema::{state_of, Schema};
+use crate::schema::state_of;
 use crate::store::{HeldLock, Store};
 use crate::update::update;
 
@@ -222,9 +223,8 @@ impl<'a> Orchestrator<'a> {
     /// Runs a plan to its end, resuming where its records say it stopped.
     pub fn run(&mut self, plan: &Plan) -> Result<()> {
         let lock = self.lock_waiting(&plan.name, self.options.lock_wait)?;
-        // Before anything is written: a plan that would break another
-        // cluster's constraints does not start.
-        compat::check_plan(self.store, &self.layout, plan, 0)?;
+        // Everything a start would refuse is refused before the first write.
+        preflight(self.store, &self.layout, plan)?;
         let progress = self.begin_plan(plan)?;
         match progress.status {
             PlanStatus::Completed => {
@@ -264,41 +264,47 @@ impl<'a> Orchestrator<'a> {
     /// while it runs.
     fn begin_plan(&mut self, plan: &Plan) -> Result<PlanProgress> {
         let key = self.layout.plan(&plan.name);
-        let digest = generation(&serde_json::to_value(plan).expect("a plan serializes"));
+        let digest = plan_digest(plan);
         let actor = self.actor.clone();
+        // The first step's rollout record tells whether the plan ever
+        // started: one that did not may be replaced by a corrected plan.
+        let first = self.layout.rollout(&plan.steps[0].cluster);
+        let first_id = rollout_id(plan, 0);
         let docs = update(
             self.store,
-            std::slice::from_ref(&key),
+            &[key.clone(), first],
             |current| match &current.docs[0] {
                 Some(doc) => {
-                    let progress = PlanProgress::from_document(&key, doc)?;
-                    let recorded = doc
-                        .get("digest")
+                    let started = current.docs[1]
+                        .as_ref()
+                        .and_then(|d| d.get("id"))
                         .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if recorded != digest {
-                        return Err(Error::bad_key(
-                            &key,
-                            format!(
-                                "plan {} changed since it started (its steps differ from those recorded); \
-                                 a plan must not change while it runs: give the new one a new name",
-                                plan.name
-                            ),
-                        ));
+                        == Some(first_id.as_str());
+                    check_progress(&key, Some(doc), plan, started)?;
+                    if doc.get("digest").and_then(Value::as_str) == Some(digest.as_str()) {
+                        return Ok(None);
                     }
-                    let _ = progress;
-                    Ok(None)
+                    let mut progress = PlanProgress::new(plan);
+                    progress.history = PlanProgress::from_document(&key, doc)?.history;
+                    progress.record(Event::now(
+                        &actor,
+                        "replaced",
+                        "the plan changed before its first step started",
+                    ));
+                    let mut doc = progress.to_document();
+                    doc["digest"] = json!(digest);
+                    Ok(Some(vec![Some(doc), current.docs[1].clone()]))
                 }
                 None => {
                     let mut progress = PlanProgress::new(plan);
                     progress.record(Event::now(
                         &actor,
                         "started",
-                        format!("{} steps", plan.steps.len()),
+                        crate::output::count(plan.steps.len(), "step"),
                     ));
                     let mut doc = progress.to_document();
                     doc["digest"] = json!(digest);
-                    Ok(Some(vec![Some(doc)]))
+                    Ok(Some(vec![Some(doc), current.docs[1].clone()]))
                 }
             },
         )?;
@@ -525,38 +531,17 @@ impl<'a> Orchestrator<'a> {
         ];
         let actor = self.actor.clone();
         update(self.store, &keys, |current| {
-            if let Some(doc) = &current.docs[0] {
-                let existing = RolloutState::from_document(&keys[0], doc)?;
-                if existing.id == id {
-                    return Ok(None); // resuming
-                }
-                return Err(Error::Stopped(format!(
-                    "cluster {cluster} has an active rollout, {} of plan {} ({}); one rollout per cluster",
-                    existing.id,
-                    existing.plan,
-                    serde_json::to_value(existing.status).expect("serializes").as_str().unwrap_or_default()
-                )));
-            }
-            if current.docs[1].is_none() && current.docs[2].is_none() {
-                return Err(Error::bad_key(
-                    &keys[1],
-                    format!("unknown cluster {cluster:?}: step {} cannot run", index + 1),
-                ));
-            }
-            if let Some(schema_doc) = &current.docs[2] {
-                let schema = Schema::from_document(&keys[2], schema_doc)?;
-                let patch = Value::Object(step.set.clone());
-                if let Some(to) = state_of(&patch).map_err(|e| Error::bad_key(&keys[0], e))? {
-                    let from = current.docs[1]
-                        .as_ref()
-                        .and_then(|d| state_of(d).ok().flatten());
-                    schema.check_transition(from, to).map_err(|e| {
-                        Error::bad_key(
-                            &keys[1],
-                            format!("step {} of plan {}: {e}", index + 1, plan.name),
-                        )
-                    })?;
-                }
+            let inputs = StepInputs {
+                keys: [&keys[0], &keys[1], &keys[2]],
+                rollout: current.docs[0].as_ref(),
+                desired: current.docs[1].as_ref(),
+                schema: current.docs[2].as_ref(),
+            };
+            let from = current.docs[1]
+                .as_ref()
+                .and_then(|d| state_of(d).ok().flatten());
+            if check_step(plan, index, &inputs, from)? == StepStart::Resuming {
+                return Ok(None);
             }
             let record = RolloutState::new(plan, index, &actor);
             let mut progress_doc = current.docs[3]
@@ -1154,6 +1139,9 @@ pub fn control(
 pub struct RolloutView {
     /// The cluster.
     pub cluster: String,
+    /// The step's number in its plan, from 1, as in the rollout id and the
+    /// table (the record keeps the index, from 0).
+    pub step: usize,
     /// The record.
     pub record: RolloutState,
     /// Released members that are present.
@@ -1162,19 +1150,21 @@ pub struct RolloutView {
     pub converged: usize,
     /// Of those, failed.
     pub failed: usize,
-    /// Members not released yet.
-    pub waiting: usize,
+    /// Members not released yet (held on the previous desired state).
+    pub held: usize,
     /// Members absent.
     pub absent: usize,
 }
 
-/// Every active rollout (or that of `cluster`), with its fleet's counts.
+/// Every active rollout (or that of `cluster`), with its fleet's counts, and
+/// the records that could not be read: one bad record does not hide the
+/// others.
 pub fn rollouts(
     store: &dyn Store,
     layout: &Layout,
     cluster: Option<&str>,
     member_ttl: Duration,
-) -> Result<Vec<RolloutView>> {
+) -> Result<(Vec<RolloutView>, Vec<Error>)> {
     let clusters: Vec<String> = match cluster {
         Some(c) => vec![c.to_string()],
         None => {
@@ -1187,12 +1177,26 @@ pub fn rollouts(
         }
     };
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     for c in clusters {
-        let fleet = Fleet::read(store, layout, &c, member_ttl, SystemTime::now())?;
+        let fleet = match Fleet::read(store, layout, &c, member_ttl, SystemTime::now()) {
+            Ok(fleet) => fleet,
+            Err(e @ (Error::BadKey { .. } | Error::BadName(_))) => {
+                unreadable.push(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let Some(doc) = &fleet.rollout_doc else {
             continue;
         };
-        let record = RolloutState::from_document(&layout.rollout(&c), doc)?;
+        let record = match RolloutState::from_document(&layout.rollout(&c), doc) {
+            Ok(record) => record,
+            Err(e) => {
+                unreadable.push(e);
+                continue;
+            }
+        };
         let order = ranked(
             &record.id,
             fleet.batch_members().iter().map(|m| m.node.as_str()),
@@ -1201,10 +1205,11 @@ pub fn rollouts(
         let counts = watched_counts(&states, &order, |r| r <= record.threshold);
         out.push(RolloutView {
             cluster: c,
+            step: record.step + 1,
             released: counts.watched,
             converged: counts.converged,
             failed: counts.failed,
-            waiting: order.iter().filter(|r| r.rank > record.threshold).count(),
+            held: order.iter().filter(|r| r.rank > record.threshold).count(),
             absent: fleet
                 .members
                 .iter()
@@ -1213,5 +1218,5 @@ pub fn rollouts(
             record,
         });
     }
-    Ok(out)
+    Ok((out, unreadable))
 }

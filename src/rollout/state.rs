@@ -333,4 +333,34 @@ mod tests {
             (HISTORY_LIMIT + 9).to_string()
         );
     }
+
+    #[test]
+    fn the_tour_view_holds_what_the_orchestrator_writes() {
+        // fixtures/view.yml is what users start from: its records must be
+        // exactly the orchestrator's, or `rollout status` cannot read them.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let view: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(root.join("view.yml")).unwrap()).unwrap();
+        let plan = Plan::from_file(&root.join("plans/web-2.4.yml")).unwrap();
+        let doc = &view["convergent"]["rollouts"]["web"];
+        let record = RolloutState::from_document("k", doc).unwrap();
+        assert_eq!(&record.to_document(), doc, "no field more or less");
+        let mut fresh = RolloutState::new(&plan, 0, "alice@ops-1");
+        fresh.threshold = record.threshold;
+        fresh.peak = record.peak;
+        fresh.batches = record.batches;
+        fresh.moved_at = record.moved_at.clone();
+        fresh.history = record.history.clone();
+        assert_eq!(fresh, record);
+        assert_eq!(record.history[0].detail, "step 1 of plan web-2.4");
+
+        let progress_doc = &view["convergent"]["plans"]["web-2.4"];
+        let progress = PlanProgress::from_document("k", progress_doc).unwrap();
+        let mut expected = PlanProgress::new(&plan).to_document();
+        expected["history"] = serde_json::to_value(&progress.history).unwrap();
+        expected["digest"] = Value::String(crate::document::generation(
+            &serde_json::to_value(&plan).unwrap(),
+        ));
+        assert_eq!(progress_doc, &expected);
+    }
 }

@@ -37,7 +37,7 @@ use super::{
     Txn, TxnLimits, TxnOutcome,
 };
 use crate::clock::{random_fraction, HumanDuration};
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::local_file;
 
@@ -1190,7 +1190,7 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env_of;
+    use crate::env::env_of;
 
     fn base(url: &str, vars: &[(&str, &str)]) -> Result<(String, String)> {
         let url: StoreUrl = url.parse().unwrap();

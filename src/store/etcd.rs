@@ -29,7 +29,7 @@ use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
 };
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::local_file;
 
@@ -967,7 +967,7 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env_of;
+    use crate::env::env_of;
 
     #[test]
     fn prefix_ends_follow_etcd() {

@@ -24,7 +24,8 @@ pub use zookeeper::ZooKeeperStore;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::Env;
+pub use crate::entry::Entry;
+use crate::env::Env;
 use crate::error::{Error, Result};
 
 /// Which kind of store a backend talks to.
@@ -37,6 +38,14 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
+    /// Every kind, in the order `convergent version` lists them.
+    pub const ALL: [StoreKind; 4] = [
+        StoreKind::File,
+        StoreKind::Consul,
+        StoreKind::Etcd,
+        StoreKind::ZooKeeper,
+    ];
+
     /// The name used in output (`source.store`) and messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -52,19 +61,6 @@ impl fmt::Display for StoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// One key and its value as the store holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// Full key, prefix included, `/`-separated.
-    pub key: String,
-    /// Raw value; decoded with [`crate::document::decode_value`].
-    pub value: Vec<u8>,
-    /// The store's version of this key (etcd `mod_revision`, Consul
-    /// `ModifyIndex`, ZooKeeper data version, a content hash for files), to
-    /// compare against in a later [`Txn`].
-    pub version: u64,
 }
 
 /// The result of one [`Store::read_trees`] call.

@@ -152,13 +152,34 @@ fn bad_flags_are_usage_errors() {
 }
 
 #[test]
-fn version_and_completions() {
+fn version_names_the_commit_date_target_and_backends() {
     let h = Harness::new(Backend::File);
-    let out = h.run(&["--version"]);
-    assert_eq!(
-        stdout(&out).trim(),
-        format!("convergent {}", env!("CARGO_PKG_VERSION"))
+    let expected = format!(
+        "convergent {} (commit {}, built {})\ntarget: {}\nbackends: file, consul, etcd, zookeeper\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CONVERGENT_COMMIT"),
+        env!("CONVERGENT_BUILD_DATE"),
+        env!("CONVERGENT_TARGET"),
     );
+    // In a git checkout the commit is known; "unknown" only from a tarball.
+    assert_ne!(env!("CONVERGENT_COMMIT"), "unknown");
+    for args in [&["version"][..], &["--version"], &["-V"]] {
+        assert_eq!(stdout(&h.ok(args)), expected, "{args:?}");
+    }
+    // Neither the config file nor the store is read: a broken config file
+    // does not stop `version`.
+    let out = h
+        .cmd()
+        .env("CONVERGENT_CONFIG", "/nonexistent/config.yml")
+        .arg("version")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), expected);
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let h = Harness::new(Backend::File);
     for shell in ["bash", "zsh", "fish"] {
         let out = h.ok(&["completions", shell]);
         let script = stdout(&out);
@@ -167,6 +188,35 @@ fn version_and_completions() {
             "{shell}: {script}"
         );
     }
+}
+
+#[test]
+fn man_pages_for_the_binary_and_each_command() {
+    let h = Harness::new(Backend::File);
+    let page = stdout(&h.ok(&["man"]));
+    assert!(
+        page.contains(&format!(
+            ".TH convergent 1 {} \"convergent {}\"",
+            env!("CONVERGENT_BUILD_DATE"),
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{page}"
+    );
+    assert!(page.contains("convergent\\-attributes(1)"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    h.ok(&["man", "--dir", dir.path().to_str().unwrap()]);
+    for name in [
+        "convergent",
+        "convergent-attributes",
+        "convergent-rollout-run",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(format!("{name}.1"))).unwrap();
+        assert!(text.contains(&format!(".TH {name} 1 ")), "{name}: {text}");
+    }
+    // The hidden `man` command documents nothing about itself.
+    assert!(!dir.path().join("convergent-man.1").exists());
+    let out = h.run(&["man", "--dir", "/nonexistent/dir"]);
+    assert_refused(&out, 73, &["/nonexistent/dir"]);
 }
 
 #[test]

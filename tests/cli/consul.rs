@@ -794,7 +794,15 @@ fn a_document_of_many_sub_keys_is_rewritten_in_one_transaction(backend: Backend)
             format!("v{i}").as_bytes(),
         );
     }
-    h.ok(&["set", "--cluster", "web", "--node", "web-06", "state=off"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-06",
+        "state=off",
+        "--create",
+    ]);
     let doc = h.attributes("web", "web-06");
     assert_eq!(doc["convergent"]["state"], "off");
     assert_eq!(doc["convergent"]["desired"]["labels"]["l39"], "v39");

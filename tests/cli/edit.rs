@@ -58,7 +58,15 @@ fn set_changes_one_document_and_records_who(backend: Backend) {
 
 fn set_on_a_node_writes_its_override(backend: Backend) {
     let h = Harness::with_fixture(backend);
-    h.ok(&["set", "--cluster", "web", "--node", "web-05", "state=off"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-05",
+        "state=off",
+        "--create",
+    ]);
     assert_eq!(
         h.export()["convergent"]["clusters"]["web"]["nodes"]["web-05"],
         json!({"state": "off"})
@@ -82,14 +90,25 @@ fn set_outside_the_schema_changes_nothing(backend: Backend) {
             "\"convreged\" is not allowed",
         ],
     );
-    let out = h.run(&["set", "--cluster", "web", "--node", "web-01", "state=bogus"]);
+    let out = h.run(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-01",
+        "state=bogus",
+        "--create",
+    ]);
     assert_refused(
         &out,
         65,
         &["convergent/clusters/web/nodes/web-01", "\"bogus\""],
     );
+    // The schema's `state` is text: 3 is the state "3", which it lacks.
     let out = h.run(&["set", "--cluster", "web", "state=3"]);
-    assert_refused(&out, 65, &["`state` must be a string"]);
+    assert_refused(&out, 65, &["state \"3\" is not allowed"]);
+    let out = h.run(&["set", "--cluster", "db", "--create", "state=[1]"]);
+    assert_refused(&out, 65, &["state \"[1]\" is not allowed"]);
     assert_eq!(h.export(), before);
 }
 

@@ -141,7 +141,15 @@ fn rollout_reasoning_names_rank_and_threshold(backend: Backend) {
 
 fn removed_keys_are_shown(backend: Backend) {
     let h = Harness::with_fixture(backend);
-    h.ok(&["set", "--cluster", "web", "--node", "web-04", "chef=null"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-04",
+        "chef=null",
+        "--create",
+    ]);
     let doc: Value = serde_json::from_slice(
         &h.run(&[
             "explain",

@@ -111,6 +111,7 @@ pub fn the_feed_sees_watched_changes_only_at(
         "--node",
         "web-01",
         "app.workers=3",
+        "--create",
     ]);
     assert!(
         feed.wait(Duration::from_secs(5)).unwrap(),

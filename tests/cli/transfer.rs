@@ -30,6 +30,7 @@ fn export_import_export_is_byte_identical(backend: Backend) {
         "web",
         "--node",
         "web-09",
+        "--create",
         "note=\"off\"",
         "flags=[\"yes\",\"5.0\"]",
     ]);
@@ -89,9 +90,33 @@ fn import_replace_removes_what_the_file_lacks(backend: Backend) {
         h.export()["convergent"]["clusters"]["web"]["desired"],
         json!({"state": "converged"})
     );
-    h.ok(&["import", "--replace", small.to_str().unwrap()]);
+    let out = stdout(&h.ok(&["import", "--replace", small.to_str().unwrap()]));
+    // Every document deleted is named.
+    for key in [
+        "clusters/db/desired",
+        "clusters/web/nodes/web-07",
+        "rollouts/web",
+        "defaults",
+    ] {
+        assert!(
+            out.contains(&format!("  convergent/{key}\n")),
+            "{key} not named in {out}"
+        );
+    }
+    let mut after = h.export();
+    // web stays, so its history records what the import took away.
+    let history = after["convergent"]["clusters"]["web"]
+        .as_object_mut()
+        .unwrap()
+        .remove("history")
+        .expect("a history");
+    assert!(history
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["command"] == "import"));
     assert_eq!(
-        h.export(),
+        after,
         json!({"convergent": {"clusters": {"web": {"desired": {"state": "converged"}}}}})
     );
 }
@@ -141,7 +166,16 @@ fn a_partial_import_is_checked_against_what_the_store_holds(backend: Backend) {
     h.import(&partial);
     let mut expected = before;
     expected["convergent"]["clusters"]["web"]["nodes"]["web-04"] = json!({"state": "waiting"});
-    assert_eq!(h.export(), expected);
+    let mut after = h.export();
+    // The change is in web's history, like a `set`'s.
+    let history = after["convergent"]["clusters"]["web"]
+        .as_object_mut()
+        .unwrap()
+        .remove("history")
+        .expect("a history");
+    assert_eq!(history[0]["command"], "import");
+    assert_eq!(history[0]["key"], "convergent/clusters/web/nodes/web-04");
+    assert_eq!(after, expected);
 }
 
 fn get_prints_one_folded_document(backend: Backend) {
@@ -151,7 +185,7 @@ fn get_prints_one_folded_document(backend: Backend) {
     assert_eq!(doc["version"], "2.4.0");
     let out = h.run(&["get", "clusters/web/desired", "--format", "yaml"]);
     assert!(
-        stdout(&out).contains("version: 2.4.0") || stdout(&out).contains("version: '2.4.0'"),
+        stdout(&out).contains("version: \"2.4.0\""),
         "{}",
         stdout(&out)
     );

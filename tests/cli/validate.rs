@@ -18,7 +18,7 @@ fn the_bundled_view_and_plan_are_valid() {
     let out = validate("view.yml");
     assert!(out.status.success());
     assert!(
-        stdout(&out).contains("valid view: 3 clusters, 3 node overrides, 1 rollouts"),
+        stdout(&out).contains("valid view: 3 clusters, 3 node overrides, 1 rollout"),
         "{}",
         stdout(&out)
     );
@@ -56,7 +56,10 @@ fn every_broken_view_is_refused_with_a_precise_message() {
         ),
         (
             "broken/unknown-key.yml",
-            vec!["convergent/clusters/web/desird: unknown key"],
+            vec![
+                "convergent/clusters/web/desird: unknown key",
+                "did you mean \"desired\"?",
+            ],
         ),
         (
             "broken/bad-rollout.yml",

@@ -63,7 +63,15 @@ fn runs_once_per_change_and_not_for_changes_that_do_not_touch_the_node(backend: 
     // cluster, another node's override, and the rollout of a patch web-01 is
     // not released for.
     h.ok(&["set", "--cluster", "db", "version=5.1"]);
-    h.ok(&["set", "--cluster", "web", "--node", "web-02", "state=off"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-02",
+        "state=off",
+        "--create",
+    ]);
     // The agent looks at them and runs nothing (waited for, so that the
     // next change is not seen in the same look).
     assert!(
@@ -72,7 +80,15 @@ fn runs_once_per_change_and_not_for_changes_that_do_not_touch_the_node(backend: 
         agent.log()
     );
     // Then one that does; the runs file shows nothing happened in between.
-    h.ok(&["set", "--cluster", "web", "--node", "web-01", "state=off"]);
+    h.ok(&[
+        "set",
+        "--cluster",
+        "web",
+        "--node",
+        "web-01",
+        "state=off",
+        "--create",
+    ]);
     let second = generation(&h, "web-01");
     assert!(
         eventually(WAIT, || runs(&h).len() == 2),
@@ -231,4 +247,39 @@ fn sigterm_during_a_run_is_passed_on_and_watch_exits_cleanly() {
         log.contains("passing SIGTERM on") && log.contains("killed by signal 15"),
         "{log}"
     );
+}
+
+/// `--splay-from node` waits the same share of the splay every time for a
+/// node (web-01's is 0.98, web-02's 0.89: see `node_splay_share`), and
+/// SIGTERM during the wait stops the agent without running anything.
+#[test]
+fn the_node_splay_is_the_same_on_every_start_and_differs_by_node() {
+    let h = Harness::with_fixture(Backend::File);
+    let program = recorder(&h, "0", 0);
+    for (node, wait) in [("web-01", "49s"), ("web-01", "49s"), ("web-02", "44s")] {
+        let mut agent = WatchProcess::start(
+            &h,
+            &[
+                "--cluster",
+                "web",
+                "--node",
+                node,
+                "--splay",
+                "50s",
+                "--splay-from",
+                "node",
+                "--exec",
+                &program,
+            ],
+        );
+        let line = format!("waiting {wait} first (splay)");
+        assert!(
+            eventually(WAIT, || agent.log().contains(&line)),
+            "{node}: {line}; log:\n{}",
+            agent.log()
+        );
+        let status = agent.terminate().expect("exits on SIGTERM");
+        assert!(status.success(), "{status:?}; log:\n{}", agent.log());
+    }
+    assert!(runs(&h).is_empty(), "nothing ran during the splay");
 }

@@ -48,7 +48,7 @@ use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
 };
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::local_file;
 
@@ -1096,7 +1096,7 @@ impl ChangeFeed for ZkFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env_of;
+    use crate::env::env_of;
 
     #[test]
     fn the_lowest_sequence_holds_the_lock() {
