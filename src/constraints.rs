@@ -35,6 +35,9 @@ use crate::report::{ObservedReport, ReportStatus};
 pub const REQUIRES: &str = "requires";
 /// The key of a desired document that declares what a node offers.
 pub const OFFERS: &str = "offers";
+/// Most clusters one state may require: each is one more tree a node
+/// reads, so a document cannot make every node read the whole view.
+pub const MAX_REQUIRED: usize = 16;
 
 /// How much of the other cluster must match.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -147,6 +150,12 @@ pub fn requirements(desired: &Value) -> Result<Vec<Requirement>, String> {
             "`{REQUIRES}` must be a map of cluster names to constraints, found {requires}"
         ));
     };
+    if map.len() > MAX_REQUIRED {
+        return Err(format!(
+            "`{REQUIRES}` names {} clusters; at most {MAX_REQUIRED} may be required",
+            map.len()
+        ));
+    }
     let mut out = Vec::with_capacity(map.len());
     for (cluster, constraint) in map {
         let at = format!("{REQUIRES}.{cluster}");
@@ -529,6 +538,10 @@ mod tests {
                 "`requires.db.min`",
             ),
             (json!({"requires": {"db": {"min": 2}}}), "names no key"),
+            (
+                json!({"requires": (0..17).map(|i| (format!("c{i}"), json!({"version": "1"}))).collect::<serde_json::Map<_, _>>()}),
+                "at most 16 may be required",
+            ),
             (
                 json!({"requires": {"$(id)": {"version": ">=1"}}}),
                 "invalid cluster name",
