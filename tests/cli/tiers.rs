@@ -2,13 +2,14 @@
 //! cluster's nodes report (`requires`), and a node holds itself to a
 //! compatible state until it does, with or without an orchestrator.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::simulation::{rank, Simulation};
 use crate::support::{
-    assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness,
+    assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness, Spawned,
 };
 
 store_suite! {
@@ -60,36 +61,51 @@ pub fn incompatible_pairs(sim: &Simulation, web: &[String], db: &[String]) -> Ve
     out
 }
 
-fn the_canary_waits_for_the_other_tier_then_moves_by_itself(backend: Backend) {
+/// A store with the tiers fixture, and `w` web and `d` db simulated nodes
+/// that have all reported once.
+fn two_tiers(
+    backend: Backend,
+    w: usize,
+    d: usize,
+) -> (Harness, Simulation, Vec<String>, Vec<String>) {
     let h = Harness::new(backend);
     h.import(&fixture("tiers/view.yml"));
-    let (web, db) = (names("web", 4), names("db", 3));
+    let (web, db) = (names("web", w), names("db", d));
     let mut sim = Simulation::start(&h, "web", &web, Duration::from_millis(50));
     for n in &db {
         sim.add("db", n);
     }
     assert!(
         eventually(WAIT, || {
-            h.status("web", &[])["summary"]["converged"] == 4
-                && h.status("db", &[])["summary"]["converged"] == 3
+            h.status("web", &[])["summary"]["converged"] == w
+                && h.status("db", &[])["summary"]["converged"] == d
         }),
         "every node reported once"
     );
+    (h, sim, web, db)
+}
 
-    let plan = fixture("tiers/web-2.5.yml").display().to_string();
+/// Starts `rollout run PLAN` with fast timings, in the background.
+fn spawn_plan(h: &Harness, plan: &str) -> Spawned {
     let mut cmd = h.process();
     cmd.args([
         "rollout",
         "run",
-        &plan,
+        plan,
         "--poll",
         "50ms",
         "--member-ttl",
         "5s",
     ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let run = crate::support::Spawned::new(cmd.spawn().unwrap());
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    Spawned::new(cmd.spawn().unwrap())
+}
+
+fn the_canary_waits_for_the_other_tier_then_moves_by_itself(backend: Backend) {
+    let (h, sim, web, db) = two_tiers(backend, 4, 3);
+
+    let run = spawn_plan(&h, &fixture("tiers/web-2.5.yml").display().to_string());
 
     // The canary is released, but db still reports 5.0: it stays on 2.4.
     // The plan's first step is rollout `web-2.5.0.1`.
@@ -288,44 +304,16 @@ fn a_db_downgrade_live_web_forbids_is_refused(backend: Backend) {
 }
 
 fn web_and_db_rolled_in_parallel_never_run_an_incompatible_pair(backend: Backend) {
-    let h = Harness::new(backend);
-    h.import(&fixture("tiers/view.yml"));
-    let (web, db) = (names("web", 8), names("db", 4));
-    let mut sim = Simulation::start(&h, "web", &web, Duration::from_millis(50));
-    for n in &db {
-        sim.add("db", n);
-    }
-    assert!(
-        eventually(WAIT, || {
-            h.status("web", &[])["summary"]["converged"] == 8
-                && h.status("db", &[])["summary"]["converged"] == 4
-        }),
-        "every node reported once"
-    );
+    let (h, sim, web, db) = two_tiers(backend, 8, 4);
     let db_plan = h.path("db-5.1.yml");
     std::fs::write(
         &db_plan,
         "name: db-5.1.0\nsteps:\n  - cluster: db\n    set: { version: \"5.1.0\" }\n    strategy: { canary: 1, batch: 1 }\n    wait: { timeout: 5m }\n",
     )
     .unwrap();
-    let spawn = |plan: String| {
-        let mut cmd = h.process();
-        cmd.args([
-            "rollout",
-            "run",
-            &plan,
-            "--poll",
-            "50ms",
-            "--member-ttl",
-            "5s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-        crate::support::Spawned::new(cmd.spawn().unwrap())
-    };
     // Both plans at once: web's starts first, so its canary waits for db.
-    let web_run = spawn(fixture("tiers/web-2.5.yml").display().to_string());
-    let db_run = spawn(db_plan.display().to_string());
+    let web_run = spawn_plan(&h, &fixture("tiers/web-2.5.yml").display().to_string());
+    let db_run = spawn_plan(&h, &db_plan.display().to_string());
     for (what, run) in [("db", db_run), ("web", web_run)] {
         let out = run.wait_with_output();
         assert!(
