@@ -89,6 +89,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Record what a node converged to (its check-in), from the attributes file its run used
     Report(ReportArgs),
+    /// Re-run this node's health checks and re-report its health, without a chef run (for a timer)
+    Health(HealthArgs),
     /// Fleet view of a cluster: per node desired vs observed generation, check-in age, rollout
     Status(StatusArgs),
     /// Node agent: run a command when this node's resolved desired state changes
@@ -176,6 +178,27 @@ pub struct ReportArgs {
     /// How long the run took, in seconds
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+
+    /// The recipe's health checks (JSON/YAML `{checks: {NAME: CHECK}}`),
+    /// run with those of the view (`desired.health`) after a successful run
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub target: NodeTarget,
+
+    /// The attributes file the node's last run used (its `desired.health`
+    /// gives the view's checks) [default: the node's desired state read
+    /// from the store, when it is the one the node converged to]
+    #[arg(long, value_name = "FILE")]
+    pub attributes: Option<PathBuf>,
+
+    /// The recipe's health checks (as for `report --checks`)
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +244,15 @@ pub struct WatchArgs {
     /// Also look again this often, in case a change notice was missed
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub interval: HumanDuration,
+
+    /// Re-run the health checks and re-report health this often between
+    /// runs (0s: never)
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub health_interval: HumanDuration,
+
+    /// The recipe's health checks (as for `report --checks`)
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ pub mod config;
 pub mod document;
 pub mod error;
 pub mod fleet;
+pub mod health;
 pub mod history;
 pub mod layout;
 pub mod node_attributes;

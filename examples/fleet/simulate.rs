@@ -247,6 +247,8 @@ impl Worker {
             message: None,
             convergent_version: env!("CARGO_PKG_VERSION").to_string(),
             stale: false,
+            version: None,
+            health: None,
         };
         self.store.commit(&Txn {
             compares: Vec::new(),

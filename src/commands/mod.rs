@@ -3,7 +3,8 @@
 pub mod attributes;
 mod edit;
 mod explain;
-mod report;
+pub mod health;
+pub mod report;
 mod rollout;
 mod status;
 mod transfer;
@@ -88,6 +89,7 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         Command::Attributes(args) => attributes::run(&ctx, args),
         Command::Explain(args) => explain::run(&ctx, args),
         Command::Report(args) => report::run(&ctx, args),
+        Command::Health(args) => health::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Watch(args) => watch::run(&ctx, args),
         Command::Rollout(args) => rollout::run(&ctx, args),

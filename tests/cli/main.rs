@@ -14,6 +14,7 @@ mod edit;
 mod etcd;
 mod explain;
 mod fleet;
+mod health;
 mod rollout;
 mod store_api;
 mod stores;
