@@ -274,6 +274,8 @@ pub enum RolloutCommand {
     Resume(RolloutControlArgs),
     /// Stop releasing for good, keeping the record (rollback remains possible)
     Abort(RolloutControlArgs),
+    /// Let a `promote: manual` rollout go on past its first batch (the canary)
+    Promote(RolloutControlArgs),
     /// Take a cluster's rollout back, batch by batch, highest ranks first
     Rollback(RolloutRollbackArgs),
 }

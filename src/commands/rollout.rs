@@ -27,6 +27,7 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
         RolloutCommand::Pause(a) => control(ctx, a, Control::Pause),
         RolloutCommand::Resume(a) => control(ctx, a, Control::Resume),
         RolloutCommand::Abort(a) => control(ctx, a, Control::Abort),
+        RolloutCommand::Promote(a) => control(ctx, a, Control::Promote),
         RolloutCommand::Rollback(a) => {
             check_name(NameKind::Cluster, &a.cluster).map_err(Error::BadName)?;
             let store = ctx.open_store()?;
@@ -311,6 +312,9 @@ fn describe(progress: &Progress) -> String {
             format!("{cluster}: kicked {}, {} failed: {}", count(*nodes, "node"), failures.len(), failures.join("; "))
         }
         Progress::StoreUnavailable { cluster, reason } => format!("{cluster}: the store cannot be reached, trying again: {reason}"),
+        Progress::AwaitingPromotion { cluster, batches } => format!(
+            "{cluster}: batch {batches} passed its gate; waiting for `convergent rollout promote {cluster}` (promote: manual)"
+        ),
         Progress::Stopped { cluster, reason } => format!("{cluster}: stopped: {reason}"),
         Progress::StepDone { step, cluster } => format!("step {step} done: {cluster}'s patch is now part of its desired state"),
         Progress::PlanDone { plan } => format!("plan {plan} completed"),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::plan::{Kick, Plan, Step, Strategy, Wait};
+use super::plan::{Kick, Plan, Promote, Step, Strategy, Wait};
 use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
 
@@ -115,6 +115,13 @@ pub struct RolloutState {
     /// report does.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub forgiven: BTreeMap<String, String>,
+    /// With `promote: manual`: since when the first batch has passed its
+    /// gate and the rest waits for `rollout promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_promotion_since: Option<String>,
+    /// Who promoted the rollout past its first batch, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_by: Option<String>,
     /// What happened, oldest first, bounded.
     #[serde(default)]
     pub history: Vec<Event>,
@@ -140,6 +147,8 @@ impl RolloutState {
             moved_at: None,
             reason: None,
             forgiven: BTreeMap::new(),
+            awaiting_promotion_since: None,
+            promoted_by: None,
             history: Vec::new(),
         };
         state.record(Event::now(
@@ -178,6 +187,16 @@ impl RolloutState {
             Direction::Forward => rank <= self.threshold,
             Direction::Back => rank > self.threshold && rank <= self.peak,
         }
+    }
+
+    /// Whether the step waits for `rollout promote`: `promote: manual`, the
+    /// first batch out, going forward, nobody promoted it yet.
+    pub fn awaits_promotion(&self) -> bool {
+        self.strategy.promote == Promote::Manual
+            && self.promoted_by.is_none()
+            && self.direction == Direction::Forward
+            && self.batches >= 1
+            && !self.fully_moved()
     }
 
     /// Whether the last batch has moved: every node released (forward), or
