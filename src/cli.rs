@@ -336,8 +336,14 @@ pub struct RolloutControlArgs {
 
 #[derive(Debug, Args)]
 pub struct RolloutRollbackArgs {
-    /// The cluster whose rollout to take back
-    pub cluster: String,
+    /// The cluster whose rollout to take back (its plan's earlier steps stay applied)
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub cluster: Option<String>,
+
+    /// Roll back a whole plan instead: the step under way, then every done
+    /// step, last first, each batch by batch
+    #[arg(long, value_name = "NAME")]
+    pub plan: Option<String>,
 
     /// Take every node back at once (emergencies: restarts a whole tier)
     #[arg(long)]

@@ -29,13 +29,19 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
         RolloutCommand::Abort(a) => control(ctx, a, Control::Abort),
         RolloutCommand::Promote(a) => control(ctx, a, Control::Promote),
         RolloutCommand::Rollback(a) => {
-            check_name(NameKind::Cluster, &a.cluster).map_err(Error::BadName)?;
+            if let Some(cluster) = &a.cluster {
+                check_name(NameKind::Cluster, cluster).map_err(Error::BadName)?;
+            }
             let store = ctx.open_store()?;
             // A forward orchestrator still running needs a turn to see the
             // rollback and let go of the plan's lock.
             let options = run_options(ctx, &a.options, true);
             orchestrate(ctx, store.as_ref(), options, |o| {
-                o.rollback(&a.cluster, a.all_at_once)
+                match (&a.plan, &a.cluster) {
+                    (Some(plan), _) => o.rollback_plan(plan, a.all_at_once),
+                    (None, Some(cluster)) => o.rollback(cluster, a.all_at_once),
+                    (None, None) => Err(Error::Usage("name a CLUSTER or --plan NAME".into())),
+                }
             })
         }
     }
@@ -318,6 +324,24 @@ fn describe(progress: &Progress) -> String {
         Progress::Stopped { cluster, reason } => format!("{cluster}: stopped: {reason}"),
         Progress::StepDone { step, cluster } => format!("step {step} done: {cluster}'s patch is now part of its desired state"),
         Progress::PlanDone { plan } => format!("plan {plan} completed"),
-        Progress::RolledBack { cluster } => format!("{cluster}: rolled back: every node is on the previous desired state"),
+        Progress::RolledBack { cluster, rollout, plan, step, all_at_once, earlier_steps } => {
+            let this = if *all_at_once {
+                format!("{cluster}: rollout {rollout} removed at once: no node is released any more; each returns to the previous desired state on its next run (none was waited for)")
+            } else {
+                format!("{cluster}: rollout {rollout} rolled back batch by batch: every present node it had released has reported the previous desired state")
+            };
+            match earlier_steps {
+                0 => this,
+                n => format!(
+                    "{this}; {} of plan {plan} before step {step} stay applied (`convergent rollout rollback --plan {plan}` undoes them)",
+                    if *n == 1 { "step 1".to_string() } else { format!("steps 1-{n}") }
+                ),
+            }
+        }
+        Progress::PlanRolledBack { plan, undone, all_at_once } => format!(
+            "plan {plan} rolled back{}: {}",
+            if *all_at_once { " all at once (desired states restored; nodes return on their next run, none was waited for)" } else { "" },
+            undone.join("; ")
+        ),
     }
 }

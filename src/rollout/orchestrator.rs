@@ -22,10 +22,14 @@ use super::batches::{
 };
 pub use super::control::{control, Control};
 use super::kick;
+
+mod undo;
 use super::plan::{Amount, OnFailure, Plan};
 pub use super::standing::short_list;
 use super::standing::{gate_states, names, nodes_in, timed_out, watched_counts, HealthGate};
-use super::state::{rollout_id, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status};
+use super::state::{
+    rollout_id, AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
+};
 use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339};
 use crate::document::{canonical_json, generation, merged, Nulls};
 use crate::error::{Error, Result};
@@ -95,8 +99,25 @@ pub enum Progress {
     StepDone { step: usize, cluster: String },
     /// The whole plan is done.
     PlanDone { plan: String },
-    /// A rollback ended: every node is back on the previous desired state.
-    RolledBack { cluster: String },
+    /// A step's rollback ended: batch by batch (every present node taken
+    /// back reported the previous desired state), or all at once (the
+    /// record is gone; nodes return on their next run, not waited for).
+    /// `earlier_steps` of its plan were done before it and stay applied.
+    RolledBack {
+        cluster: String,
+        rollout: String,
+        plan: String,
+        step: usize,
+        all_at_once: bool,
+        earlier_steps: usize,
+    },
+    /// A plan rollback ended: `undone` says, step by step (last first),
+    /// what went back and how.
+    PlanRolledBack {
+        plan: String,
+        undone: Vec<String>,
+        all_at_once: bool,
+    },
 }
 
 /// Receives [`Progress`].
@@ -137,6 +158,8 @@ pub struct Orchestrator<'a> {
     stop: Arc<AtomicBool>,
     last_waiting: Option<Progress>,
     promotion_said: bool,
+    /// Rolling a whole plan back: the earlier steps do not "stay applied".
+    in_plan_rollback: bool,
 }
 
 impl<'a> Orchestrator<'a> {
@@ -158,6 +181,7 @@ impl<'a> Orchestrator<'a> {
             stop,
             last_waiting: None,
             promotion_said: false,
+            in_plan_rollback: false,
         }
     }
 
@@ -891,6 +915,18 @@ impl<'a> Orchestrator<'a> {
             let mut progress = PlanProgress::from_document(&keys[2], &progress_doc)?;
             progress.keep_history_of(&state);
             progress.done = index + 1;
+            progress.applied.retain(|a| a.step != index);
+            progress.applied.push(AppliedStep {
+                step: index,
+                cluster: cluster.clone(),
+                before: state
+                    .patch
+                    .keys()
+                    .map(|k| (k.clone(), old.get(k).cloned()))
+                    .collect(),
+                strategy: state.strategy.clone(),
+                wait: state.wait.clone(),
+            });
             if progress.done == plan.steps.len() {
                 progress.status = PlanStatus::Completed;
             }
@@ -929,8 +965,23 @@ impl<'a> Orchestrator<'a> {
     /// highest ranks first, each batch gated on the nodes reporting the
     /// previous desired state, until no node is released; then the record
     /// goes. `all_at_once` removes the record at once (every node returns
-    /// on its next run: for emergencies only).
+    /// on its next run: for emergencies only). Steps of the plan done before
+    /// stay applied: [`Orchestrator::rollback_plan`] undoes those too.
     pub fn rollback(&mut self, cluster: &str, all_at_once: bool) -> Result<()> {
+        let state = self.turn_to_rollback(cluster, all_at_once)?;
+        if all_at_once {
+            return self.end_rollback(cluster, &state, "all at once");
+        }
+        // A forward orchestrator still running sees the rollback on its next
+        // turn and stops, freeing the plan's lock (the caller's `lock_wait`
+        // leaves it time to).
+        let lock = self.lock_waiting(&state.plan, self.options.lock_wait)?;
+        self.drive_rollback(cluster, &state, lock.as_ref())
+    }
+
+    /// Turns the rollout of `cluster` around (or finds it already going
+    /// back): one compare-and-set write of its record.
+    fn turn_to_rollback(&mut self, cluster: &str, all_at_once: bool) -> Result<RolloutState> {
         let key = self.layout.rollout(cluster);
         let actor = self.actor.clone();
         let docs = update(self.store, std::slice::from_ref(&key), |current| {
@@ -958,17 +1009,18 @@ impl<'a> Orchestrator<'a> {
             ));
             Ok(Some(vec![Some(s.to_document())]))
         })?;
-        let state =
-            RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))?;
-        if all_at_once {
-            return self.end_rollback(cluster, &state, "all at once");
-        }
-        // A forward orchestrator still running sees the rollback on its next
-        // turn and stops, freeing the plan's lock (the caller's `lock_wait`
-        // leaves it time to).
-        let lock = self.lock_waiting(&state.plan, self.options.lock_wait)?;
-        match self.drive(cluster, &state.id, Direction::Back, lock.as_ref())? {
-            StepEnd::Done => self.end_rollback(cluster, &state, "batch by batch"),
+        RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))
+    }
+
+    /// Takes the rollout back batch by batch to its end, under `lock`.
+    fn drive_rollback(
+        &mut self,
+        cluster: &str,
+        state: &RolloutState,
+        lock: &dyn HeldLock,
+    ) -> Result<()> {
+        match self.drive(cluster, &state.id, Direction::Back, lock)? {
+            StepEnd::Done => self.end_rollback(cluster, state, "batch by batch"),
             StepEnd::Stopped(reason) | StepEnd::RollingBack(reason) => {
                 self.notify(Progress::Stopped {
                     cluster: cluster.to_string(),
@@ -1025,8 +1077,22 @@ impl<'a> Orchestrator<'a> {
             docs[2] = Some(history::append(current.docs[2].as_ref(), &keys[2], change)?);
             Ok(Some(docs))
         })?;
+        // Steps of the plan done before this one: they stay applied.
+        let earlier_steps = match self.store.get(&keys[1])? {
+            _ if self.in_plan_rollback => 0,
+            Some(entry) => crate::document::decode_value(&keys[1], &entry.value)
+                .ok()
+                .and_then(|doc| PlanProgress::from_document(&keys[1], &doc).ok())
+                .map_or(0, |p| p.done.saturating_sub(p.undone)),
+            None => 0,
+        };
         self.notify(Progress::RolledBack {
             cluster: cluster.to_string(),
+            rollout: state.id.clone(),
+            plan: state.plan.clone(),
+            step: state.step + 1,
+            all_at_once: how == "all at once",
+            earlier_steps,
         });
         Ok(())
     }

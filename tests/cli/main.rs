@@ -16,6 +16,7 @@ mod explain;
 mod fleet;
 mod health;
 mod health_gate;
+mod plan_rollback;
 pub(crate) mod rollout;
 mod store_api;
 mod stores;
