@@ -222,6 +222,7 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
         if let Some(reason) = &v.record.reason {
             text.push_str(&format!("\n{}: {reason}\n", v.cluster));
         }
+        text.push_str(&held_text(v));
         text.push_str(&format!("\n{} history (newest last):\n", v.cluster));
         for e in v.record.history.iter().rev().take(10).rev() {
             text.push_str(&format!(
@@ -231,6 +232,40 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
         }
     }
     output::print(&text)
+}
+
+/// Why the latest batch is held: awaiting promotion, the released nodes'
+/// health, and each holding node with why (which check, since when).
+fn held_text(v: &orchestrator::RolloutView) -> String {
+    let mut text = String::new();
+    if let (Some(since), None) = (&v.record.awaiting_promotion_since, &v.record.promoted_by) {
+        text.push_str(&format!(
+            "\n{}: awaiting promotion since {since}: `convergent rollout promote {}` releases the rest\n",
+            v.cluster, v.cluster
+        ));
+    }
+    let h = v.health;
+    if h.healthy + h.unhealthy > 0 {
+        text.push_str(&format!(
+            "{}: released nodes' health: {} healthy, {} unhealthy, {} unknown\n",
+            v.cluster, h.healthy, h.unhealthy, h.unknown
+        ));
+    }
+    if v.held_count > 0 {
+        text.push_str(&format!(
+            "{}: batch {} is held by {}:\n",
+            v.cluster,
+            v.record.batches,
+            count(v.held_count, "node")
+        ));
+        for line in &v.held {
+            text.push_str(&format!("  {line}\n"));
+        }
+        if v.held_count > v.held.len() {
+            text.push_str(&format!("  … and {} more\n", v.held_count - v.held.len()));
+        }
+    }
+    text
 }
 
 /// Picks how progress is shown: JSON lines, a live line on a terminal, or

@@ -26,14 +26,14 @@ use super::kick;
 mod undo;
 use super::plan::{Amount, OnFailure, Plan};
 pub use super::standing::short_list;
-use super::standing::{gate_states, names, nodes_in, timed_out, watched_counts, HealthGate};
+use super::standing::{gate_states, held, names, nodes_in, timed_out, watched_counts, HealthGate};
 use super::state::{
     rollout_id, AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
 };
 use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339};
 use crate::document::{canonical_json, generation, merged, Nulls};
 use crate::error::{Error, Result};
-use crate::fleet::{Fleet, MemberState};
+use crate::fleet::{Fleet, HealthCounts, HealthState, MemberState};
 use crate::history::{self, diff, Change};
 use crate::layout::Layout;
 use crate::schema::{state_of, Schema};
@@ -1172,7 +1172,17 @@ pub struct RolloutView {
     pub waiting: usize,
     /// Members absent.
     pub absent: usize,
+    /// The released present members by health.
+    pub health: HealthCounts,
+    /// The members holding the latest batch, each with why (the first
+    /// [`HELD_SHOWN`]; `held_count` has them all).
+    pub held: Vec<String>,
+    /// How many members hold the latest batch.
+    pub held_count: usize,
 }
+
+/// How many holding members `rollout status` names.
+pub const HELD_SHOWN: usize = 20;
 
 /// Every active rollout (or that of `cluster`), with its fleet's counts.
 pub fn rollouts(
@@ -1203,9 +1213,32 @@ pub fn rollouts(
             &record.id,
             fleet.batch_members().iter().map(|m| m.node.as_str()),
         );
-        let states = gate_states(&fleet, &record, SystemTime::now());
+        let now = SystemTime::now();
+        let states = gate_states(&fleet, &record, now);
         let counts = watched_counts(&states, &order, |r| r <= record.threshold);
+        let mut health = HealthCounts::default();
+        for r in order.iter().filter(|r| r.rank <= record.threshold) {
+            match states.get(r.node.as_str()) {
+                Some((MemberState::Absent, _)) | None => {}
+                Some((_, m)) => match m.health_state() {
+                    HealthState::Healthy => health.healthy += 1,
+                    HealthState::Unhealthy => health.unhealthy += 1,
+                    HealthState::Unknown => health.unknown += 1,
+                },
+            }
+        }
+        let mut held_now = held(
+            &states,
+            &order,
+            |r| record.watches(r),
+            HealthGate::of(&record, now).as_ref(),
+        );
+        let held_count = held_now.len();
+        held_now.truncate(HELD_SHOWN);
         out.push(RolloutView {
+            health,
+            held: held_now,
+            held_count,
             cluster: c,
             released: counts.watched,
             converged: counts.converged,

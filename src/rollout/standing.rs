@@ -170,6 +170,62 @@ pub fn health_reason(member: &Member, gate: &HealthGate) -> Option<String> {
     })
 }
 
+/// Why a watched member holds its batch (or counts as failed), in words:
+/// its health, its run, or the generation it has not reported yet.
+pub fn hold_reason(
+    state: MemberState,
+    member: &Member,
+    health: Option<&HealthGate>,
+) -> Option<String> {
+    if let Some(why) = health.and_then(|g| health_reason(member, g)) {
+        return Some(why);
+    }
+    match state {
+        MemberState::Converged | MemberState::Absent => None,
+        MemberState::Failed => Some(format!(
+            "its run failed{} at {}",
+            member
+                .message
+                .as_deref()
+                .map(|m| format!(" ({})", one_line(m)))
+                .unwrap_or_default(),
+            one_line(member.reported_at.as_deref().unwrap_or("-"))
+        )),
+        MemberState::Pending => Some(match (&member.observed_generation, &member.reported_at) {
+            (Some(g), Some(at)) if *g != member.desired_generation => format!(
+                "has not reported generation {} yet (its last report, at {}, was for {})",
+                member.desired_generation,
+                one_line(at),
+                one_line(g)
+            ),
+            (_, Some(at)) => format!(
+                "its failure at {} was forgiven by a resume; waiting for its next report",
+                one_line(at)
+            ),
+            _ => "has not reported yet".into(),
+        }),
+    }
+}
+
+/// The watched members that hold the latest batch, each with why, in
+/// rank order.
+pub fn held(
+    states: &HashMap<&str, (MemberState, &Member)>,
+    order: &[Ranked],
+    watched: impl Fn(f64) -> bool,
+    health: Option<&HealthGate>,
+) -> Vec<String> {
+    order
+        .iter()
+        .filter(|r| watched(r.rank))
+        .filter_map(|r| states.get(r.node.as_str()))
+        .filter(|(state, _)| matches!(state, MemberState::Pending | MemberState::Failed))
+        .filter_map(|(state, m)| {
+            hold_reason(*state, m, health).map(|why| format!("{}: {why}", m.node))
+        })
+        .collect()
+}
+
 /// Node names, for messages; with a health gate, each held for its health
 /// says why.
 pub fn names(members: &[&Member], health: Option<&HealthGate>) -> String {

@@ -118,7 +118,22 @@ fn a_node_not_healthy_by_the_deadline_counts_as_failed(backend: Backend) {
     assert_eq!(rec["status"], "paused");
     assert_eq!(rec["batches"], 2);
     let shown = stdout(&h.ok(&["rollout", "status", "web"]));
-    assert!(shown.contains("unhealthy: sim-health"), "{shown}");
+    assert!(shown.contains("batch 2 is held by 1 node:"), "{shown}");
+    assert!(
+        shown.contains(&format!("  {}: unhealthy: sim-health", order[2])),
+        "which node, which check, since when: {shown}"
+    );
+    assert!(
+        shown.contains("released nodes' health: 2 healthy, 1 unhealthy"),
+        "{shown}"
+    );
+    let explained = stdout(&h.ok(&["explain", "--cluster", "web", "--node", &order[2]]));
+    assert!(
+        explained.contains("health: UNHEALTHY at")
+            && explained.contains("FAIL sim-health (declared by the recipe)")
+            && explained.contains("holds batch 2 of rollout deadline.1: unhealthy: sim-health"),
+        "{explained}"
+    );
     assert_eq!(sim.violations(), Vec::<String>::new());
 }
 
