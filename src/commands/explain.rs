@@ -325,6 +325,11 @@ fn check_in_text(c: &CheckIn) -> String {
                 h.healthy_since
                     .as_deref()
                     .map(|t| format!(", healthy since {}", one_line(t)))
+                    .or_else(|| {
+                        h.unhealthy_since
+                            .as_deref()
+                            .map(|t| format!(", unhealthy since {}", one_line(t)))
+                    })
                     .unwrap_or_default()
             ));
             for check in &h.checks {

@@ -153,6 +153,7 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
         status.as_str().unwrap_or_default(),
         match action {
             Control::Resume => format!("; run plan {} again to go on", state.plan),
+            Control::Promote => " and promoted: the batches after the first go out".into(),
             _ => String::new(),
         }
     ))

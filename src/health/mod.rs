@@ -128,6 +128,10 @@ pub struct Health {
     /// report's generation; absent while unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_since: Option<String>,
+    /// Since when it has been unhealthy without a break at the report's
+    /// generation; absent while healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<String>,
     /// Each check's result.
     #[serde(default)]
     pub checks: Vec<CheckResult>,
@@ -144,16 +148,19 @@ impl Health {
         checked_at: String,
     ) -> Health {
         let healthy = checks.iter().all(|c| c.passed);
-        let healthy_since = healthy.then(|| {
+        let since = |was_healthy: bool, field: fn(&Health) -> &Option<String>| {
             previous_same_generation
-                .filter(|p| p.healthy)
-                .and_then(|p| p.healthy_since.clone())
+                .filter(|p| p.healthy == was_healthy)
+                .and_then(|p| field(p).clone())
                 .unwrap_or_else(|| checked_at.clone())
-        });
+        };
+        let healthy_since = healthy.then(|| since(true, |h| &h.healthy_since));
+        let unhealthy_since = (!healthy).then(|| since(false, |h| &h.unhealthy_since));
         Health {
             healthy,
             checked_at,
             healthy_since,
+            unhealthy_since,
             checks,
         }
     }
@@ -421,6 +428,12 @@ mod tests {
         assert_eq!(h2.healthy_for(), Some(Duration::from_secs(300)));
         let flap = Health::after(Some(&h2), vec![result(true), result(false)], t("06:00"));
         assert!(!flap.healthy && flap.healthy_since.is_none() && flap.healthy_for().is_none());
+        assert_eq!(flap.unhealthy_since.as_deref(), Some(t("06:00").as_str()));
+        let still = Health::after(Some(&flap), vec![result(false)], t("06:30"));
+        assert_eq!(
+            still.unhealthy_since, flap.unhealthy_since,
+            "unhealthy since the first failure"
+        );
         let back = Health::after(Some(&flap), vec![result(true)], t("07:00"));
         assert_eq!(
             back.healthy_for(),

@@ -400,14 +400,22 @@ impl<'a> Orchestrator<'a> {
         match self.drive(cluster, &state.id, Direction::Back, lock)? {
             StepEnd::Done => {
                 self.end_rollback(cluster, state, "batch by batch, automatically")?;
+                let earlier = match state.step {
+                    0 => String::new(),
+                    1 => format!(
+                        " Step 1 of plan {} stays applied (`convergent rollout rollback --plan {}` undoes it).",
+                        state.plan, state.plan
+                    ),
+                    n => format!(
+                        " Steps 1-{n} of plan {} stay applied (`convergent rollout rollback --plan {}` undoes them).",
+                        state.plan, state.plan
+                    ),
+                };
                 Ok(StepEnd::Stopped(format!(
-                    "step {} ({cluster}, rollout {}) was rolled back automatically: every node of {cluster} \
-                     that had been released is back on the desired state it had before this step \
-                     (earlier steps of plan {} stay applied; `convergent rollout rollback --plan {}` undoes them). Why: {reason}",
+                    "step {} ({cluster}, rollout {}) was rolled back automatically: every present node of {cluster} \
+                     it had released has reported the desired state it had before this step.{earlier} Why: {reason}",
                     state.step + 1,
                     state.id,
-                    state.plan,
-                    state.plan,
                 )))
             }
             StepEnd::Stopped(why) | StepEnd::RollingBack(why) => Ok(StepEnd::Stopped(format!(

@@ -156,9 +156,9 @@ pub fn health_reason(member: &Member, gate: &HealthGate) -> Option<String> {
                 .map(|c| format!("{} ({})", one_line(&c.name), one_line(&c.output)))
                 .collect();
             format!(
-                "unhealthy: {} at {}",
-                failing.join("; "),
-                one_line(&h.checked_at)
+                "unhealthy since {}: {}",
+                one_line(h.unhealthy_since.as_deref().unwrap_or(&h.checked_at)),
+                failing.join("; ")
             )
         }
         Some(h) => format!(

@@ -70,7 +70,7 @@ fn unhealthy_nodes_hold_the_batch_until_the_timeout_names_them(backend: Backend)
         75,
         &[
             "batch 1 did not converge within 3s",
-            &format!("{} (unhealthy: sim-health", order[0]),
+            &format!("{} (unhealthy since ", order[0]),
         ],
     );
     let rec = record(&h, "web").unwrap();
@@ -110,7 +110,8 @@ fn a_node_not_healthy_by_the_deadline_counts_as_failed(backend: Backend) {
         75,
         &[
             "1 released nodes failed, more than the 0 allowed",
-            &format!("{} (unhealthy: sim-health", order[2]),
+            &format!("{} (unhealthy since ", order[2]),
+            ": sim-health (test exited with exit status: 1)",
             "rollout resume web",
         ],
     );
@@ -120,7 +121,7 @@ fn a_node_not_healthy_by_the_deadline_counts_as_failed(backend: Backend) {
     let shown = stdout(&h.ok(&["rollout", "status", "web"]));
     assert!(shown.contains("batch 2 is held by 1 node:"), "{shown}");
     assert!(
-        shown.contains(&format!("  {}: unhealthy: sim-health", order[2])),
+        shown.contains(&format!("  {}: unhealthy since ", order[2])),
         "which node, which check, since when: {shown}"
     );
     assert!(
@@ -131,7 +132,7 @@ fn a_node_not_healthy_by_the_deadline_counts_as_failed(backend: Backend) {
     assert!(
         explained.contains("health: UNHEALTHY at")
             && explained.contains("FAIL sim-health (declared by the recipe)")
-            && explained.contains("holds batch 2 of rollout deadline.1: unhealthy: sim-health"),
+            && explained.contains("holds batch 2 of rollout deadline.1: unhealthy since "),
         "{explained}"
     );
     assert_eq!(sim.violations(), Vec::<String>::new());
@@ -230,8 +231,8 @@ fn on_failure_rollback_reverts_and_resumes_after_a_sigkill(backend: Backend) {
         75,
         &[
             "was rolled back automatically",
-            &format!("{} (unhealthy: sim-health", order[3]),
-            "earlier steps of plan revert stay applied",
+            &format!("{} (unhealthy since ", order[3]),
+            "has reported the desired state it had before this step",
         ],
     );
     assert!(record(&h, "web").is_none(), "the record is gone");
