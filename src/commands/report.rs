@@ -117,9 +117,11 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
             .as_deref()
             .map(|s| format!(" (state {s})"))
             .unwrap_or_default(),
+        // Only where checks ran: a node without any reports as before.
         report
             .health
             .as_ref()
+            .filter(|h| !h.checks.is_empty())
             .map(health_summary)
             .unwrap_or_default()
     ))
