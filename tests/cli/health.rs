@@ -5,12 +5,14 @@ use std::net::TcpListener;
 
 use serde_json::Value;
 
-use crate::support::{assert_refused, stderr, stdout, store_suite, Backend, Harness};
+use crate::support::agent::WatchProcess;
+use crate::support::{assert_refused, eventually, stderr, stdout, store_suite, Backend, Harness};
 
 store_suite! {
     a_node_converged_but_unhealthy_shows_in_status,
     health_between_runs_keeps_its_since_until_a_flap,
     bad_checks_are_refused_and_nothing_is_written,
+    watch_re_reports_health_between_runs,
 }
 
 fn member<'a>(status: &'a Value, node: &str) -> &'a Value {
@@ -235,4 +237,72 @@ fn bad_checks_are_refused_and_nothing_is_written(backend: Backend) {
     ]);
     assert_refused(&out, 65, &["checks.yml", "exactly one of"]);
     assert_eq!(h.export(), before, "nothing was written");
+}
+
+fn watch_re_reports_health_between_runs(backend: Backend) {
+    let h = Harness::with_fixture(backend);
+    let flag = h.path("ready");
+    std::fs::write(&flag, "").unwrap();
+    let checks = recipe_checks(&h, &flag);
+    // The program stands for chef-client and its report handler: it counts
+    // its runs and checks in.
+    let program = h.path("chef.sh");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\necho run >> {runs}\nexec {bin} report --status success --attributes \"$CONVERGENT_ATTRIBUTES\" --checks {checks}\n",
+            runs = h.path("runs").display(),
+            bin = assert_cmd::cargo::cargo_bin("convergent").display(),
+            checks = checks.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = WatchProcess::start(
+        &h,
+        &[
+            "--cluster",
+            "web",
+            "--node",
+            "web-01",
+            "--exec",
+            program.to_str().unwrap(),
+            "--health-interval",
+            "1s",
+            "--checks",
+            checks.to_str().unwrap(),
+        ],
+    );
+    let healthy = |want: bool| {
+        eventually(std::time::Duration::from_secs(30), || {
+            let s = h.status("web", &[]);
+            let m = s["members"]
+                .as_array()
+                .and_then(|all| all.iter().find(|m| m["node"] == "web-01").cloned());
+            m.is_some_and(|m| m["state"] == "converged" && m["health"]["healthy"] == want)
+        })
+    };
+    assert!(healthy(true), "first run, healthy; log:\n{}", agent.log());
+    // The service breaks after the run: the agent sees it without a run.
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        healthy(false),
+        "re-reported unhealthy; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || agent
+            .log()
+            .contains("UNHEALTHY: app-ready")),
+        "{}",
+        agent.log()
+    );
+    std::fs::write(&flag, "").unwrap();
+    assert!(healthy(true), "and healthy again; log:\n{}", agent.log());
+    let runs = std::fs::read_to_string(h.path("runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "no chef run for any of it");
 }
