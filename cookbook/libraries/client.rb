@@ -126,12 +126,15 @@ module Convergent
     # @param duration [Numeric, nil] seconds the run took
     # @return [String] what the binary printed, e.g.
     #   "convergent/observed/web/web-01: success at generation e19f2a67e710ae94 (state converged)"
-    def report(status:, attributes_file:, message: nil, duration: nil)
+    # @param checks_file [String, nil] the recipe's health checks
+    #   (`{"checks": {NAME: CHECK}}`), run with the view's after a success
+    def report(status:, attributes_file:, message: nil, duration: nil, checks_file: nil)
       status = status.to_s
       raise ArgumentError, "status must be success or failure, not #{status.inspect}" unless %w(success failure).include?(status)
       args = ['report', "--status=#{status}", "--attributes=#{attributes_file}"]
       args << "--message=#{message}" if message
       args << "--duration=#{format('%.1f', duration)}" if duration
+      args << "--checks=#{checks_file}" if checks_file
       run(args).stdout.strip
     end
 

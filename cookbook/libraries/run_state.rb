@@ -9,6 +9,7 @@
 #
 #   node.run_state['convergent'][CLUSTER]                  the `convergent` object of `attributes`
 #   node.run_state['convergent_attributes_files'][CLUSTER] the attributes file it was written to
+#   node.run_state['convergent_health_checks'][CLUSTER]    the health checks the run declared
 #
 # The report handler reports from the files; recipes read the results.
 
@@ -20,6 +21,7 @@ module Convergent
     # Secret environment variables for the binary, set by a recipe (e.g.
     # from chef-vault); run_state because node attributes are saved.
     CREDENTIALS = 'convergent_credentials'
+    CHECKS = 'convergent_health_checks'
 
     def initialize(run_state)
       @run_state = run_state
@@ -46,6 +48,16 @@ module Convergent
     # cluster => attributes file, for every cluster read in this run.
     def attributes_files
       (@run_state[FILES] || {}).dup
+    end
+
+    # Declares a health check of `cluster` (convergent_health_check).
+    def declare_check(cluster, name, spec)
+      ((@run_state[CHECKS] ||= {})[cluster] ||= {})[name] = spec
+    end
+
+    # name => check spec declared for `cluster` in this run, or {}.
+    def checks(cluster)
+      ((@run_state[CHECKS] || {})[cluster] || {}).dup
     end
 
     # The secret environment variables recipes put there, or {}.

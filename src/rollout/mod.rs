@@ -6,10 +6,12 @@
 //! [`plan`] is the orchestrator's input file.
 
 pub mod batches;
+pub mod control;
 pub mod kick;
 pub mod orchestrator;
 pub mod plan;
 pub mod preflight;
 pub mod rank;
 pub mod record;
+pub mod standing;
 pub mod state;
