@@ -2,13 +2,16 @@
 # Cookbook:: convergent_test
 # Recipe:: credentials
 #
-# The README's credentials pattern: a token file and the store's secret
-# from a secret source (here a fixed test value), with convergent::default
-# the one owner of /etc/convergent/config.yml.
+# The README's credentials pattern: convergent::default is the one owner of
+# /etc/convergent/config.yml and writes the store's secret to the token file
+# from node.run_state['convergent_token'] (here a fixed test value; chef-vault
+# or the like in real life, never a node attribute). The store is a Consul
+# URL (a token file is for etcd and Consul); this suite reads nothing from it.
 
 include_recipe 'convergent_test::_node'
+node.default['convergent']['store'] = 'consul://127.0.0.1:8500'
 node.default['convergent']['token_file'] = '/etc/convergent/store.token'
-# From chef-vault or the like in real life; never a node attribute.
-node.run_state['convergent_token'] = 'kitchen-test-token'
 
 include_recipe 'convergent::default'
+
+node.run_state['convergent_token'] = 'kitchen-test-token'

@@ -12,6 +12,10 @@
 require 'fileutils'
 require 'json'
 
+# Kitchen's suite attributes do not reach this run (its -j file is the
+# attributes file): the suite's settings are here.
+node.default['convergent_test']['view'] = 'fleet'
+node.default['convergent_test']['node'] = 'web-01'
 include_recipe 'convergent_test::_node'
 include_recipe 'convergent::default'
 

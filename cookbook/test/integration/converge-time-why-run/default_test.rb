@@ -12,7 +12,7 @@ run1_generation = after1.params['generation']
 control 'converge-time-why-run-works' do
   describe file('/var/lib/convergent-test/run-2.log') do
     its('content') { should match(/why-run/) }
-    its('content') { should_not match(/NoMethodError|ERROR/) }
+    its('content') { should_not match(/NoMethodError|FATAL/) }
     its('content') { should match(/convergent: why-run: no check-in/) }
     its('content') { should_not match(/reported (success|failure)/) }
   end

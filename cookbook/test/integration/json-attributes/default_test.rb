@@ -14,6 +14,7 @@ control 'json-attributes-removed-key' do
   end
   describe seen2 do
     its('desired') { should_not include 'feature_x' }
+    its(%w(node_attributes desired feature_x)) { should be_nil }
     its(%w(desired version)) { should eq '2.4.1' }
   end
 end
@@ -28,6 +29,7 @@ control 'json-attributes-not-in-node-attributes' do
   end
   describe json(command: 'cat /tmp/kitchen/nodes/*.json') do
     its(%w(normal convergent)) { should be_nil }
+    its('run_list') { should eq ['recipe[convergent_test::json_attributes]'] }
   end
   describe command('cat /tmp/kitchen/nodes/*.json') do
     its('stdout') { should_not match(/feature_x/) }
