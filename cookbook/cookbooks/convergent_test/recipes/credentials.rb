@@ -15,3 +15,14 @@ node.default['convergent']['token_file'] = '/etc/convergent/store.token'
 include_recipe 'convergent::default'
 
 node.run_state['convergent_token'] = 'kitchen-test-token'
+
+# test/fixtures/chef-runs puts this flag there for one run: a second
+# convergent_config for the same file, as the README used to suggest, must
+# fail that run with a clear error instead of both rewriting the file.
+if ::File.exist?('/var/lib/convergent-test/duplicate-config')
+  convergent_config '/etc/convergent/config.yml' do
+    store 'consul://127.0.0.1:8500'
+    token_file '/etc/convergent/store.token'
+    token 'kitchen-test-token'
+  end
+end

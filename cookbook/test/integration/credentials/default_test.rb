@@ -19,6 +19,12 @@ control 'credentials-config-file' do
   end
 end
 
+control 'credentials-one-owner' do
+  describe file('/var/lib/convergent-test/run-0.log') do
+    its('content') { should match(%r{/etc/convergent/config\.yml is declared 2 times .*one convergent_config owns a file}) }
+  end
+end
+
 control 'credentials-no-check-in' do
   describe file('/var/lib/convergent/web.json') do
     it { should_not exist }
