@@ -307,7 +307,8 @@ pub struct ReportArgs {
     pub status: ReportStatus,
 
     /// The attributes file the run used (what `attributes --output` wrote);
-    /// gives the generation, state, cluster and node
+    /// gives the generation, state, cluster and node (the configured cluster
+    /// is only a default; a --cluster or node that disagrees is refused)
     #[arg(
         long,
         value_name = "FILE",

@@ -23,8 +23,16 @@ module Convergent
     # @param status [:success, :failure]
     # @param exception [Exception, nil] why the run failed
     # @param duration [Numeric, nil] seconds the run took
-    def self.report_run(node, status:, exception: nil, duration: nil, logger: nil, env: ENV)
+    # @param why_run [Boolean] a why-run applied nothing: it never checks in
+    def self.report_run(node, status:, exception: nil, duration: nil, logger: nil, env: ENV,
+                        why_run: RunState.why_run?)
       logger ||= defined?(::Chef::Log) ? ::Chef::Log : Logger.new($stderr)
+      if why_run
+        # A check-in says what the node converged to; a rollout releases
+        # its next batch on it.
+        logger.warn("convergent: why-run: no check-in written (the run's #{status} applied nothing)")
+        return []
+      end
       new(node['convergent'], node.run_state, logger: logger, env: env)
         .report(status: status, exception: exception, duration: duration)
     rescue StandardError => e

@@ -10,6 +10,8 @@
 #   node.run_state['convergent'][CLUSTER]                  the `convergent` object of `attributes`
 #   node.run_state['convergent_attributes_files'][CLUSTER] the attributes file it was written to
 #   node.run_state['convergent_health_checks'][CLUSTER]    the health checks the run declared
+#   node.run_state['convergent_credentials']               secret environment variables for the binary
+#   node.run_state['convergent_token']                     the secret convergent::config writes to token_file
 #
 # The report handler reports from the files; recipes read the results.
 
@@ -22,6 +24,15 @@ module Convergent
     # from chef-vault); run_state because node attributes are saved.
     CREDENTIALS = 'convergent_credentials'
     CHECKS = 'convergent_health_checks'
+
+    # The store's secret that convergent::config writes to the token file.
+    TOKEN = 'convergent_token'
+
+    # True in a why-run (`chef-client --why-run`): nothing is applied, so
+    # nothing is written and no check-in is made.
+    def self.why_run?
+      defined?(::Chef::Config) ? ::Chef::Config[:why_run] == true : false
+    end
 
     def initialize(run_state)
       @run_state = run_state
@@ -63,6 +74,11 @@ module Convergent
     # The secret environment variables recipes put there, or {}.
     def credentials
       @run_state[CREDENTIALS] || {}
+    end
+
+    # The store's secret a recipe put there for the token file, or nil.
+    def token
+      @run_state[TOKEN]
     end
   end
 end

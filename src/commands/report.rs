@@ -206,16 +206,12 @@ fn from_attributes_file(ctx: &Context, args: &ReportArgs, path: &Path) -> Result
         }
     })?;
     let doc = AttributesDocument::parse(path, &text)?.convergent;
-    // Flags (or the environment and config) may name the node too; they must agree.
+    // The file says which cluster it is for: a node of several clusters
+    // reports each from its own file, so the configured cluster (config file,
+    // CONVERGENT_CLUSTER) is no more than a default here. A --cluster flag, or
+    // the node however named, must agree with the file.
     for (what, given, in_file) in [
-        (
-            "cluster",
-            args.target
-                .cluster
-                .clone()
-                .or_else(|| ctx.settings.cluster.clone()),
-            &doc.cluster,
-        ),
+        ("cluster", args.target.cluster.clone(), &doc.cluster),
         (
             "node",
             args.target

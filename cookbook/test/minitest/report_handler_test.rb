@@ -70,6 +70,15 @@ class ReportHandlerTest < Minitest::Test
                  @log.of(:warn).join)
   end
 
+  def test_a_why_run_writes_no_check_in_and_says_so
+    FakeRecipe.new(@node).convergent_result('web')
+    %i(success failure).each do |status|
+      assert_equal [], report_run(status, why_run: true, exception: RuntimeError.new('x'))
+    end
+    assert_nil observed
+    assert_match(/why-run: no check-in written \(the run's success applied nothing\)/, @log.of(:warn).join)
+  end
+
   def test_a_run_that_read_nothing_has_nothing_to_report
     assert_equal [], report_run(:success)
     assert_includes @log.of(:info).join, 'nothing to report'
