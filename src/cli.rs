@@ -192,6 +192,8 @@ pub enum Command {
         after_help = "Examples:\n  convergent report --status success --attributes /var/lib/convergent/web.json --duration 41.3\n  convergent report --status failure --attributes /var/lib/convergent/web.json --message Chef::Exceptions::Exec"
     )]
     Report(ReportArgs),
+    /// Re-run this node's health checks and re-report its health, without a chef run (for a timer)
+    Health(HealthArgs),
     /// Fleet view of a cluster: per node desired vs observed generation, check-in age, rollout
     #[command(
         after_help = "Examples:\n  convergent status --cluster web\n  convergent status --cluster web --check --expect 10 >/dev/null || alert"
@@ -305,7 +307,8 @@ pub struct ReportArgs {
     pub status: ReportStatus,
 
     /// The attributes file the run used (what `attributes --output` wrote);
-    /// gives the generation, state, cluster and node
+    /// gives the generation, state, cluster and node (the configured cluster
+    /// is only a default; a --cluster or node that disagrees is refused)
     #[arg(
         long,
         value_name = "FILE",
@@ -329,6 +332,27 @@ pub struct ReportArgs {
     /// How long the run took, in seconds
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+
+    /// The recipe's health checks (JSON/YAML `{checks: {NAME: CHECK}}`),
+    /// run with those of the view (`desired.health`) after a successful run
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub target: NodeTarget,
+
+    /// The attributes file the node's last run used (its `desired.health`
+    /// gives the view's checks) [default: the node's desired state read
+    /// from the store, when it is the one the node converged to]
+    #[arg(long, value_name = "FILE")]
+    pub attributes: Option<PathBuf>,
+
+    /// The recipe's health checks (as for `report --checks`)
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +409,15 @@ pub struct WatchArgs {
     /// Also look again this often, in case a change notice was missed
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub interval: HumanDuration,
+
+    /// Re-run the health checks and re-report health this often between
+    /// runs (0s: never)
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub health_interval: HumanDuration,
+
+    /// The recipe's health checks (as for `report --checks`)
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<PathBuf>,
 }
 
 /// How `watch` picks its wait within the splay.
@@ -416,6 +449,8 @@ pub enum RolloutCommand {
     Resume(RolloutControlArgs),
     /// Stop releasing for good, keeping the record (rollback remains possible)
     Abort(RolloutControlArgs),
+    /// Let a `promote: manual` rollout go on past its first batch (the canary)
+    Promote(RolloutControlArgs),
     /// Take a cluster's rollout back, batch by batch, highest ranks first
     Rollback(RolloutRollbackArgs),
 }
@@ -476,8 +511,14 @@ pub struct RolloutControlArgs {
 
 #[derive(Debug, Args)]
 pub struct RolloutRollbackArgs {
-    /// The cluster whose rollout to take back
-    pub cluster: String,
+    /// The cluster whose rollout to take back (its plan's earlier steps stay applied)
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub cluster: Option<String>,
+
+    /// Roll back a whole plan instead: the step under way, then every done
+    /// step, last first, each batch by batch
+    #[arg(long, value_name = "NAME")]
+    pub plan: Option<String>,
 
     /// Take every node back at once (emergencies: restarts a whole tier)
     #[arg(long)]

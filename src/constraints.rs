@@ -302,8 +302,8 @@ pub fn evaluate(
             .keys
             .keys()
             .map(|k| {
-                let v = report.offers.get(k);
-                format!("{k}={}", v.map_or("?".to_string(), plain))
+                let v = offered(report, k);
+                format!("{k}={}", v.as_ref().map_or("?".to_string(), plain))
             })
             .collect();
         let status = if report.status == ReportStatus::Success {
@@ -318,7 +318,7 @@ pub fn evaluate(
             && req
                 .keys
                 .iter()
-                .all(|(k, m)| m.accepts(report.offers.get(k)))
+                .all(|(k, m)| m.accepts(offered(report, k).as_ref()))
         {
             matching += 1;
         }
@@ -335,7 +335,18 @@ pub fn evaluate(
     }
 }
 
-fn plain(v: &Value) -> String {
+/// What a report offers under `key`: its `offers`, else, for `version`,
+/// the version the report names (check-ins record it on their own).
+pub fn offered(report: &ObservedReport, key: &str) -> Option<Value> {
+    report.offers.get(key).cloned().or_else(|| {
+        (key == "version")
+            .then(|| report.version.clone().map(Value::String))
+            .flatten()
+    })
+}
+
+/// An offered value as people read it, escaped.
+pub fn plain(v: &Value) -> String {
     match v {
         // Offered values come from nodes' reports: escaped, so a control
         // character in one cannot rewrite a terminal line.
@@ -502,6 +513,8 @@ mod tests {
             message: None,
             convergent_version: "0.1.0".into(),
             stale: false,
+            version: None,
+            health: None,
             offers: serde_json::from_value(offers).unwrap(),
         }
     }

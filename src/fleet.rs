@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::clock::age_seconds;
 use crate::document::{fold, Sourced};
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::layout::{check_name, Layout, NameKind};
 use crate::report::{ObservedReport, ReportStatus};
 use crate::resolve::{ClusterInputs, Layer, LayerKind, Resolution};
@@ -78,6 +79,49 @@ pub struct Member {
     /// The message of its last report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The desired `state` its last report says it converged to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_state: Option<String>,
+    /// The desired `version` its last report says it converged to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_version: Option<String>,
+    /// Its health checks at the generation it reported, when it ran any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// How a member's health stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// Its checks passed at its last look.
+    Healthy,
+    /// A check failed at its last look.
+    Unhealthy,
+    /// It reported no health (a failed or absent node, or one that has not
+    /// run checks at this generation).
+    Unknown,
+}
+
+impl Member {
+    /// Its health as of its last look; only a present member that reported
+    /// success has any.
+    pub fn health_state(&self) -> HealthState {
+        match (&self.health, self.state) {
+            (_, MemberState::Absent | MemberState::Failed) => HealthState::Unknown,
+            (Some(h), _) if h.healthy => HealthState::Healthy,
+            (Some(_), _) => HealthState::Unhealthy,
+            (None, _) => HealthState::Unknown,
+        }
+    }
+}
+
+/// Counts of present members by health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HealthCounts {
+    pub healthy: usize,
+    pub unhealthy: usize,
+    pub unknown: usize,
 }
 
 /// Counts of members by state.
@@ -377,6 +421,23 @@ impl Fleet {
         }
         c
     }
+
+    /// Counts of present members by health.
+    pub fn health_counts(&self) -> HealthCounts {
+        let mut c = HealthCounts::default();
+        for m in self
+            .members
+            .iter()
+            .filter(|m| m.state != MemberState::Absent)
+        {
+            match m.health_state() {
+                HealthState::Healthy => c.healthy += 1,
+                HealthState::Unhealthy => c.unhealthy += 1,
+                HealthState::Unknown => c.unknown += 1,
+            }
+        }
+        c
+    }
 }
 
 impl Member {
@@ -414,6 +475,12 @@ impl Member {
             reported_at: report.as_ref().map(|r| r.reported_at.clone()),
             released,
             static_member,
+            observed_state: report.as_ref().and_then(|r| r.state.clone()),
+            observed_version: report.as_ref().and_then(|r| r.version.clone()),
+            health: report
+                .as_ref()
+                .filter(|r| r.status == ReportStatus::Success)
+                .and_then(|r| r.health.clone()),
             message: report.and_then(|r| r.message),
         }
     }

@@ -59,6 +59,8 @@ pub enum NameKind {
     Cluster,
     Node,
     Rollout,
+    /// A health check's name.
+    Check,
 }
 
 impl fmt::Display for NameKind {
@@ -67,6 +69,7 @@ impl fmt::Display for NameKind {
             NameKind::Cluster => "cluster name",
             NameKind::Node => "node name",
             NameKind::Rollout => "rollout id",
+            NameKind::Check => "check name",
         })
     }
 }

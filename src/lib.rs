@@ -32,6 +32,7 @@ pub mod entry;
 pub mod env;
 pub mod error;
 pub mod fleet;
+pub mod health;
 pub mod history;
 pub mod layout;
 pub mod local_file;

@@ -11,6 +11,11 @@
 //!       duration_s: 42.1                # when given
 //!       convergent_version: 0.1.0
 //!       stale: false                    # it converged to a cached desired state
+//!       health:                         # when the run succeeded (see crate::health)
+//!         healthy: true
+//!         checked_at: "2026-11-25T10:05:00Z"
+//!         healthy_since: "2026-11-25T10:00:00Z"
+//!         checks: [{ name: http, source: view, passed: true, output: HTTP 200, elapsed_ms: 3 }]
 //!       offers: { version: "2.4.1" }     # for other clusters' `requires`
 //! ```
 
@@ -24,6 +29,7 @@ use serde_json::Value;
 
 use crate::clock::parse_rfc3339;
 use crate::document::is_generation;
+use crate::health::Health;
 
 /// Longest message kept in a report.
 pub const MAX_MESSAGE: usize = 1000;
@@ -57,6 +63,9 @@ pub struct ObservedReport {
     /// The desired `state` the run applied, when known.
     #[serde(default)]
     pub state: Option<String>,
+    /// The desired `version` the run applied, when the desired state has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// When the node reported (RFC 3339, UTC).
     pub reported_at: String,
     /// How long the run took, in seconds, when given.
@@ -75,6 +84,9 @@ pub struct ObservedReport {
     /// `version` and `offers`), when it reported from an attributes file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub offers: BTreeMap<String, Value>,
+    /// The node's health checks at this generation, when it ran them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 impl ObservedReport {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::compatible::Observed;
-use crate::constraints::{evaluate, Check};
+use crate::constraints::{evaluate, offered, plain, Check};
 use crate::error::Result;
 use crate::layout::Layout;
 use crate::report::ReportStatus;
@@ -83,13 +83,7 @@ fn live_versions(
         if !live {
             continue;
         }
-        let version = r
-            .offers
-            .get("version")
-            .map_or("?".to_string(), |v| match v {
-                serde_json::Value::String(s) => s.escape_default().to_string(),
-                other => other.to_string(),
-            });
+        let version = offered(r, "version").map_or("?".to_string(), |v| plain(&v));
         let label = if r.status == ReportStatus::Success {
             version
         } else {

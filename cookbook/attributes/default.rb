@@ -60,3 +60,11 @@ default['convergent']['report']['enabled'] = true
 
 # The cluster of the example recipes (convergent::example_web*).
 default['convergent']['example_web']['cluster'] = 'web'
+
+# A run started with an attributes file of `convergent attributes` passed
+# with -j (as `convergent watch --exec chef-client -- -j FILE` does): its
+# reading is taken out of normal attributes (saved with the node, so a key
+# the view removed would stay there) into node.run_state for this run, where
+# convergent_desired and the report handler find it. See
+# libraries/json_attributes.rb.
+Convergent::JsonAttributes.take(node, Chef::Config[:json_attribs]) if defined?(Chef::Config)

@@ -32,6 +32,33 @@ module Convergent
 
     attr_reader :binary, :store, :command_timeout
 
+    # The `convergent` object of an attributes document (what `attributes`
+    # prints or writes with --output), frozen.
+    #
+    # @param command [Array<String>, nil] the command that printed it, for the error
+    # @raise [Convergent::Error] for anything else
+    def self.parse_attributes(text, command = nil)
+      document = JSON.parse(text)
+      result = document.is_a?(Hash) && document['convergent']
+      unless result.is_a?(Hash) && result['desired'].is_a?(Hash) && result['source'].is_a?(Hash) &&
+             result['generation'].to_s.match?(GENERATION) && result['cluster'].is_a?(String)
+        raise Error.new('convergent attributes printed a document without cluster, desired, generation and source',
+                        command: command)
+      end
+      deep_freeze(result)
+    rescue JSON::ParserError => e
+      raise Error.new("convergent attributes printed invalid JSON: #{e.message[0, 200]}", command: command)
+    end
+
+    def self.deep_freeze(value)
+      case value
+      when Hash then value.each_value { |v| deep_freeze(v) }
+      when Array then value.each { |v| deep_freeze(v) }
+      end
+      value.freeze
+    end
+    private_class_method :deep_freeze
+
     # A client from settings shaped like the cookbook's `node['convergent']`
     # attributes (a Hash or Chef's attribute Mash, string keys).
     # `credentials` are secret environment variables (e.g.
@@ -113,7 +140,7 @@ module Convergent
       end
       shell = run(args)
       text = output ? ::File.read(output) : shell.stdout
-      result = parse_attributes(text, shell.command)
+      result = self.class.parse_attributes(text, shell.command)
       warn_stale(result, shell.stderr) if result['source']['stale']
       result
     end
@@ -126,12 +153,15 @@ module Convergent
     # @param duration [Numeric, nil] seconds the run took
     # @return [String] what the binary printed, e.g.
     #   "convergent/observed/web/web-01: success at generation e19f2a67e710ae94 (state converged)"
-    def report(status:, attributes_file:, message: nil, duration: nil)
+    # @param checks_file [String, nil] the recipe's health checks
+    #   (`{"checks": {NAME: CHECK}}`), run with the view's after a success
+    def report(status:, attributes_file:, message: nil, duration: nil, checks_file: nil)
       status = status.to_s
       raise ArgumentError, "status must be success or failure, not #{status.inspect}" unless %w(success failure).include?(status)
       args = ['report', "--status=#{status}", "--attributes=#{attributes_file}"]
       args << "--message=#{message}" if message
       args << "--duration=#{format('%.1f', duration)}" if duration
+      args << "--checks=#{checks_file}" if checks_file
       run(args).stdout.strip
     end
 
@@ -192,18 +222,6 @@ module Convergent
                       exit_code: shell.exitstatus, command: argv, stderr: stderr)
     end
 
-    def parse_attributes(text, command)
-      document = JSON.parse(text)
-      result = document.is_a?(Hash) && document['convergent']
-      unless result.is_a?(Hash) && result['desired'].is_a?(Hash) && result['source'].is_a?(Hash) &&
-             result['generation'].to_s.match?(GENERATION)
-        raise Error.new('convergent attributes printed a document without cluster, desired, generation and source',
-                        command: command)
-      end
-      deep_freeze(result)
-    rescue JSON::ParserError => e
-      raise Error.new("convergent attributes printed invalid JSON: #{e.message[0, 200]}", command: command)
-    end
 
     def warn_stale(result, stderr)
       source = result['source']
@@ -225,13 +243,6 @@ module Convergent
       hash.to_h.each_with_object({}) { |(k, v), out| out[k.to_s] = v.to_s }
     end
 
-    def deep_freeze(value)
-      case value
-      when Hash then value.each_value { |v| deep_freeze(v) }
-      when Array then value.each { |v| deep_freeze(v) }
-      end
-      value.freeze
-    end
   end
 
   # An age in seconds the way the binary prints it: 42s, 5m07s, 3h02m, 2d04h.

@@ -45,8 +45,11 @@ module Convergent
     # Runs `convergent attributes` for `cluster` now, keeps the result in
     # `node.run_state['convergent'][cluster]` and returns it (the whole
     # `convergent` object). Raises Convergent::Error on failure.
+    #
+    # A why-run reads but writes no attributes file: it applies nothing, so
+    # there is nothing for a check-in to report.
     def convergent_read(cluster)
-      file = convergent_attributes_file(cluster)
+      file = RunState.why_run? ? nil : convergent_attributes_file(cluster)
       result = convergent_client.attributes(cluster: cluster, node: convergent_node_name, output: file)
       RunState.new(node.run_state).store(cluster, result, file)
     end

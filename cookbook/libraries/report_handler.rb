@@ -23,8 +23,16 @@ module Convergent
     # @param status [:success, :failure]
     # @param exception [Exception, nil] why the run failed
     # @param duration [Numeric, nil] seconds the run took
-    def self.report_run(node, status:, exception: nil, duration: nil, logger: nil, env: ENV)
+    # @param why_run [Boolean] a why-run applied nothing: it never checks in
+    def self.report_run(node, status:, exception: nil, duration: nil, logger: nil, env: ENV,
+                        why_run: RunState.why_run?)
       logger ||= defined?(::Chef::Log) ? ::Chef::Log : Logger.new($stderr)
+      if why_run
+        # A check-in says what the node converged to; a rollout releases
+        # its next batch on it.
+        logger.warn("convergent: why-run: no check-in written (the run's #{status} applied nothing)")
+        return []
+      end
       new(node['convergent'], node.run_state, logger: logger, env: env)
         .report(status: status, exception: exception, duration: duration)
     rescue StandardError => e
@@ -55,7 +63,9 @@ module Convergent
       message = exception && exception.class.name
       files.map do |cluster, file|
         begin
-          out = client.report(status: status, attributes_file: file, message: message, duration: duration)
+          checks = checks_file(cluster, file)
+          out = client.report(status: status, attributes_file: file, message: message, duration: duration,
+                              checks_file: checks)
           @logger.info("convergent: reported #{status}: #{out}")
           [file, out]
         rescue StandardError => e
@@ -83,6 +93,26 @@ module Convergent
         files[@settings['cluster']] = earlier if ::File.file?(earlier)
       end
       files
+    end
+
+    # Writes the health checks the run declared for `cluster` next to its
+    # attributes file (CLUSTER.checks.json, atomically, mode 0640) for
+    # `report` and for `convergent health` / `watch --checks` between runs;
+    # nil when the run declared none (a file left by an earlier run goes:
+    # its checks are no longer the recipe's).
+    def checks_file(cluster, attributes_file)
+      path = ::File.join(::File.dirname(attributes_file), "#{cluster}.checks.json")
+      checks = @run_state.checks(cluster)
+      if checks.empty?
+        ::File.delete(path) if ::File.exist?(path)
+        return nil
+      end
+      tmp = "#{path}.tmp-#{Process.pid}"
+      ::File.open(tmp, ::File::WRONLY | ::File::CREAT | ::File::TRUNC, 0o640) do |f|
+        f.write(JSON.pretty_generate('checks' => checks))
+      end
+      ::File.rename(tmp, path)
+      path
     end
 
     def cluster_of(file)

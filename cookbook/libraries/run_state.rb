@@ -9,6 +9,9 @@
 #
 #   node.run_state['convergent'][CLUSTER]                  the `convergent` object of `attributes`
 #   node.run_state['convergent_attributes_files'][CLUSTER] the attributes file it was written to
+#   node.run_state['convergent_health_checks'][CLUSTER]    the health checks the run declared
+#   node.run_state['convergent_credentials']               secret environment variables for the binary
+#   node.run_state['convergent_token']                     the secret convergent::config writes to token_file
 #
 # The report handler reports from the files; recipes read the results.
 
@@ -20,6 +23,16 @@ module Convergent
     # Secret environment variables for the binary, set by a recipe (e.g.
     # from chef-vault); run_state because node attributes are saved.
     CREDENTIALS = 'convergent_credentials'
+    CHECKS = 'convergent_health_checks'
+
+    # The store's secret that convergent::config writes to the token file.
+    TOKEN = 'convergent_token'
+
+    # True in a why-run (`chef-client --why-run`): nothing is applied, so
+    # nothing is written and no check-in is made.
+    def self.why_run?
+      defined?(::Chef::Config) ? ::Chef::Config[:why_run] == true : false
+    end
 
     def initialize(run_state)
       @run_state = run_state
@@ -48,9 +61,24 @@ module Convergent
       (@run_state[FILES] || {}).dup
     end
 
+    # Declares a health check of `cluster` (convergent_health_check).
+    def declare_check(cluster, name, spec)
+      ((@run_state[CHECKS] ||= {})[cluster] ||= {})[name] = spec
+    end
+
+    # name => check spec declared for `cluster` in this run, or {}.
+    def checks(cluster)
+      ((@run_state[CHECKS] || {})[cluster] || {}).dup
+    end
+
     # The secret environment variables recipes put there, or {}.
     def credentials
       @run_state[CREDENTIALS] || {}
+    end
+
+    # The store's secret a recipe put there for the token file, or nil.
+    def token
+      @run_state[TOKEN]
     end
   end
 end

@@ -4,9 +4,11 @@
 #
 # Writes /etc/convergent/config.yml from node['convergent'], so that an
 # operator on the node (`convergent explain`) and `convergent watch` use the
-# same store, prefix, cache and node as the chef run. A token is not an
-# attribute: declare convergent_config yourself with `token` from a secret
-# source (README "Credentials").
+# same store, prefix, cache and node as the chef run. It is the file's one
+# owner (a second convergent_config for it is refused): with
+# node['convergent']['token_file'] set, it also writes the store's secret
+# there, from node.run_state['convergent_token'], which a recipe sets from a
+# secret source (README "Credentials"); a token is never an attribute.
 
 settings = node['convergent']
 
@@ -19,5 +21,9 @@ convergent_config settings['config_file'] do
   timeout settings['timeout'] if settings['timeout']
   cluster settings['cluster'] if settings['cluster']
   node_name convergent_node_name
-  token_file settings['token_file'] if settings['token_file']
+  if settings['token_file']
+    token_file settings['token_file']
+    # lazy: set by any recipe of the run, also one compiled after this one
+    token lazy { Convergent::RunState.new(node.run_state).token }
+  end
 end

@@ -33,8 +33,10 @@ ruby_block "convergent: read the desired state of #{cluster}" do
   end
 end
 
-# Read by the lazy values and guards below, once the ruby_block has run.
-plan = -> { Convergent::ExampleWeb.plan(node.run_state['convergent'][cluster]) }
+# Read by the lazy values and guards below. convergent_result returns what
+# the ruby_block read; in a why-run, where no ruby_block runs, it reads once
+# itself, so that the run can say what it would do.
+plan = -> { Convergent::ExampleWeb.plan(convergent_result(cluster)) }
 
 directory 'convergent-web release' do
   path lazy { plan.call.release }

@@ -34,8 +34,8 @@ property :member_ttl, String, regex: Convergent::ConfigFile::DURATION
 # Where the store's secret goes: for etcd the store URL written gets
 # `password_file=` this file; Consul reads it from CONSUL_HTTP_TOKEN_FILE.
 property :token_file, String, desired_state: false
-property :token, String, sensitive: true, desired_state: false,
-         description: "The store's secret (etcd password, Consul ACL token)"
+property :token, [String, nil], sensitive: true, desired_state: false,
+         description: "The store's secret (etcd password, Consul ACL token); nil: the token file is left alone"
 
 default_action :create
 
@@ -49,6 +49,16 @@ end
 
 action :create do
   raise ArgumentError, "#{new_resource}: token needs token_file" if new_resource.token && !new_resource.token_file
+  # Two resources writing one file rewrite it in turn in every run.
+  owners = run_context.root_run_context.resource_collection.all_resources.select do |r|
+    r.resource_name == :convergent_config && r.path == new_resource.path
+  end
+  if owners.size > 1
+    raise Convergent::Error, "#{new_resource.path} is declared #{owners.size} times " \
+                             "(#{owners.map(&:source_line).join(', ')}): one convergent_config owns a file. " \
+                             "With convergent::default, set node['convergent']['token_file'] and " \
+                             "node.run_state['convergent_token'] instead of declaring your own (README \"Credentials\")"
+  end
 
   directory ::File.dirname(new_resource.path) do
     owner 'root'

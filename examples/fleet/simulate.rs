@@ -19,7 +19,15 @@
 //! fleet simulate --store URL --nodes N [--db M] [--interval 10s] [--jitter 0.2]
 //!                [--workers 32] [--timeout 5s] --stats FILE
 //!                [--until FILE | --duration DUR]
+//!                [--unhealthy-share 0.02 --unhealthy-version V]
 //! ```
+//!
+//! With `--unhealthy-share`, every node reports health (one check,
+//! `sim-health`), and that share of the nodes (chosen by a hash of the name,
+//! not by any rollout's rank) turns unhealthy once it runs desired version V.
+//! A rollback lowers the threshold, so a node going back to unreleased while
+//! the threshold it reads has fallen is not a violation; while it has not
+//! fallen, it is.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -36,6 +44,7 @@ use convergent::clock::now_rfc3339;
 use convergent::compatible::resolve_compatible;
 use convergent::document::encode_value;
 use convergent::env::process_env;
+use convergent::health::{CheckResult, CheckSource, Health};
 use convergent::layout::{Layout, Prefix};
 use convergent::report::{ObservedReport, ReportStatus};
 use convergent::resolve::read_node_inputs;
@@ -60,10 +69,20 @@ struct Stats {
     pair_violations: AtomicU64,
 }
 
-/// A node's own memory between runs: the rollout it was released in.
+/// A node's own memory between runs: the rollout it was released in, the
+/// highest threshold it read there, and its health at its generation.
 #[derive(Default)]
 struct NodeMemory {
     released_in: Option<String>,
+    highest_threshold: f64,
+    health: Option<(String, Health)>,
+}
+
+/// Which nodes turn unhealthy, and on which version.
+#[derive(Clone)]
+struct Sickness {
+    share: f64,
+    version: String,
 }
 
 /// Runs `fleet simulate`.
@@ -78,6 +97,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .parsed::<usize>("workers", 32)?
         .clamp(1, nodes.max(1));
     let timeout = options.duration("timeout", Duration::from_secs(5))?;
+    let sickness = match options.get("unhealthy-share") {
+        Some(_) => Some(Sickness {
+            share: options.parsed("unhealthy-share", 0.0)?,
+            version: options.required("unhealthy-version")?.to_string(),
+        }),
+        None => None,
+    };
     let stats_file = PathBuf::from(options.required("stats")?);
     let until = options.get("until").map(PathBuf::from);
     let deadline = options
@@ -106,6 +132,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .map(|(_, n)| n.clone())
             .collect();
         let (url, stats, stop) = (url.clone(), Arc::clone(&stats), Arc::clone(&stop));
+        let sickness = sickness.clone();
         threads.push(thread::spawn(move || {
             let store = match store::open(&url, &StoreOptions { timeout }, &process_env) {
                 Ok(s) => s,
@@ -121,6 +148,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 stats,
                 random: Random::seeded(w as u64),
                 tiers: db_nodes > 0,
+                sickness,
             };
             worker.run(&names, interval, jitter, &stop);
         }));
@@ -227,6 +255,7 @@ struct Worker {
     random: Random,
     /// Whether db runs too, and nodes resolve through their constraints.
     tiers: bool,
+    sickness: Option<Sickness>,
 }
 
 impl Worker {
@@ -308,6 +337,7 @@ impl Worker {
                 ))
             } else if memory.released_in.as_deref() == Some(decision.id.as_str())
                 && !decision.released
+                && decision.threshold >= memory.highest_threshold
             {
                 Some(format!(
                     "{node}: flipped back to unreleased in {}",
@@ -319,21 +349,57 @@ impl Worker {
             if let Some(v) = violation {
                 self.stats.violations.lock().unwrap().push(v);
             }
+            if memory.released_in.as_deref() != Some(decision.id.as_str()) {
+                memory.highest_threshold = 0.0;
+            }
             if decision.released {
                 memory.released_in = Some(decision.id.clone());
                 self.stats.released_runs.fetch_add(1, Ordering::Relaxed);
+            } else if memory.released_in.as_deref() == Some(decision.id.as_str()) {
+                memory.released_in = None; // taken back by a rollback
             }
+            memory.highest_threshold = memory.highest_threshold.max(decision.threshold);
         }
+        let reported_at = now_rfc3339();
+        let health = self.sickness.as_ref().map(|sick| {
+            let unhealthy = rank("unhealthy", node) < sick.share
+                && resolution.desired.get("version").and_then(|v| v.as_str())
+                    == Some(sick.version.as_str());
+            let previous = memory
+                .health
+                .as_ref()
+                .filter(|(g, _)| *g == resolution.generation)
+                .map(|(_, h)| h);
+            let h = Health::after(
+                previous,
+                vec![CheckResult {
+                    name: "sim-health".into(),
+                    source: CheckSource::Recipe,
+                    passed: !unhealthy,
+                    output: if unhealthy {
+                        "HTTP 503".into()
+                    } else {
+                        "HTTP 200".into()
+                    },
+                    elapsed_ms: 1,
+                }],
+                reported_at.clone(),
+            );
+            memory.health = Some((resolution.generation.clone(), h.clone()));
+            h
+        });
         let report = ObservedReport {
             offers: convergent::constraints::offers(&resolution.desired),
             generation: resolution.generation,
             status: ReportStatus::Success,
             state: resolution.state,
-            reported_at: now_rfc3339(),
+            reported_at,
             duration_s: Some(1.0),
             message: None,
             convergent_version: env!("CARGO_PKG_VERSION").to_string(),
             stale: false,
+            version: None,
+            health,
         };
         self.store.commit(&Txn {
             compares: Vec::new(),

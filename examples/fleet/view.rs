@@ -112,6 +112,8 @@ pub fn fleet_view(nodes: usize, rollout: bool) -> Result<Value, String> {
             message: None,
             convergent_version: env!("CARGO_PKG_VERSION").to_string(),
             stale: false,
+            version: None,
+            health: None,
         };
         observed.insert(node, serde_json::to_value(report).expect("serializes"));
     }

@@ -6,17 +6,22 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::ExplainArgs;
-use std::time::SystemTime;
-
 use crate::clock::now_rfc3339;
 use crate::commands::Context;
 use crate::compatible::resolve_compatible;
 use crate::constraints::ConstraintStatus;
 use crate::document::{display_path, fold, get_path, leaves, parse_path, Path};
 use crate::error::{Error, Result};
+use crate::fleet::{Fleet, Member};
+use crate::health::{one_line, CheckSource};
 use crate::history::{self, Change};
 use crate::output::{self, columns, Format};
 use crate::resolve::{read_node_inputs, Layer, LayerKind, NodeInputs, Resolution};
+use crate::rollout::rank::rank;
+use crate::rollout::standing::{gate_state, hold_reason, HealthGate};
+use crate::rollout::state::RolloutState;
+use crate::store::Store;
+use std::time::SystemTime;
 
 /// How many recent changes `explain` shows.
 const RECENT_CHANGES: usize = 5;
@@ -35,6 +40,17 @@ struct Explanation {
     values: Vec<ValueExplanation>,
     removed: Vec<Removal>,
     recent_changes: Vec<Change>,
+    check_in: Option<CheckIn>,
+}
+
+/// What the node last reported, and whether that holds a rollout's batch.
+#[derive(Serialize)]
+struct CheckIn {
+    member: Member,
+    /// Its last report is for the generation resolved above.
+    at_desired_generation: bool,
+    /// Why it holds (or failed) the latest batch of the rollout, if it does.
+    holds_batch: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -115,6 +131,7 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
         .take(RECENT_CHANGES)
         .collect();
 
+    let (cluster_name, node_name) = (cluster.clone(), node.clone());
     let explanation = Explanation {
         cluster,
         node,
@@ -128,6 +145,7 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
         values: values(&inputs, &resolution, filter.as_deref()),
         removed: removals(&inputs, &resolution, filter.as_deref()),
         recent_changes,
+        check_in: check_in(ctx, store.as_ref(), &cluster_name, &node_name)?,
     };
     match format {
         Format::Table => output::print(&explanation.to_text(filter.as_deref())),
@@ -251,6 +269,104 @@ fn rollout_explanation(inputs: &NodeInputs, resolution: &Resolution) -> Option<R
     })
 }
 
+/// The node's check-in as the orchestrator sees it (a read of the
+/// cluster's fleet: for people, never on a node's path).
+fn check_in(
+    ctx: &Context,
+    store: &dyn Store,
+    cluster: &str,
+    node: &str,
+) -> Result<Option<CheckIn>> {
+    let now = SystemTime::now();
+    let fleet = Fleet::read(store, &ctx.layout(), cluster, ctx.settings.member_ttl, now)?;
+    let Some(member) = fleet.members.iter().find(|m| m.node == node) else {
+        return Ok(None);
+    };
+    let record = fleet
+        .rollout_doc
+        .as_ref()
+        .and_then(|doc| RolloutState::from_document(&ctx.layout().rollout(cluster), doc).ok());
+    let holds_batch = record.and_then(|r| {
+        if !r.watches(rank(&r.id, node)) {
+            return None;
+        }
+        let health = HealthGate::of(&r, now);
+        let state = gate_state(member, &r.forgiven, health.as_ref());
+        hold_reason(state, member, health.as_ref())
+            .map(|why| format!("holds batch {} of rollout {}: {why}", r.batches, r.id))
+    });
+    Ok(Some(CheckIn {
+        at_desired_generation: member.observed_generation.as_deref()
+            == Some(member.desired_generation.as_str()),
+        member: member.clone(),
+        holds_batch,
+    }))
+}
+
+fn check_in_text(c: &CheckIn) -> String {
+    let m = &c.member;
+    let Some(generation) = &m.observed_generation else {
+        return "check-in: none yet\n".into();
+    };
+    let mut out = format!(
+        "check-in: {} at generation {} ({}){}{}, {}\n",
+        m.observed_status.map_or("-".into(), |s| s.to_string()),
+        one_line(generation),
+        if c.at_desired_generation {
+            "the desired one"
+        } else {
+            "NOT the desired one"
+        },
+        m.observed_state
+            .as_deref()
+            .map(|s| format!(", state {}", one_line(s)))
+            .unwrap_or_default(),
+        m.observed_version
+            .as_deref()
+            .map(|v| format!(", version {}", one_line(v)))
+            .unwrap_or_default(),
+        m.reported_at
+            .as_deref()
+            .map(|t| format!("reported {}", one_line(t)))
+            .unwrap_or_default(),
+    );
+    match &m.health {
+        None => out.push_str("  health: not reported\n"),
+        Some(h) => {
+            out.push_str(&format!(
+                "  health: {} at {}{}\n",
+                if h.healthy { "healthy" } else { "UNHEALTHY" },
+                one_line(&h.checked_at),
+                h.healthy_since
+                    .as_deref()
+                    .map(|t| format!(", healthy since {}", one_line(t)))
+                    .or_else(|| {
+                        h.unhealthy_since
+                            .as_deref()
+                            .map(|t| format!(", unhealthy since {}", one_line(t)))
+                    })
+                    .unwrap_or_default()
+            ));
+            for check in &h.checks {
+                out.push_str(&format!(
+                    "    {} {} (declared {}): {}\n",
+                    if check.passed { "pass" } else { "FAIL" },
+                    one_line(&check.name),
+                    match check.source {
+                        CheckSource::View => "in the view",
+                        CheckSource::Recipe => "by the recipe",
+                    },
+                    one_line(&check.output)
+                ));
+            }
+        }
+    }
+    if let Some(why) = &c.holds_batch {
+        out.push_str(&format!("  {why}\n"));
+    }
+    out
+}
+
 fn compact(v: &Value) -> String {
     serde_json::to_string(v).expect("a value serializes")
 }
@@ -289,6 +405,9 @@ impl Explanation {
                     compact(&r.patch)
                 ));
             }
+        }
+        if let Some(c) = &self.check_in {
+            out.push_str(&check_in_text(c));
         }
         out.push('\n');
         if let Some(c) = &self.constraints {

@@ -4,10 +4,11 @@ pub mod attributes;
 mod completion;
 mod edit;
 mod explain;
+pub mod health;
 mod history;
 mod import;
 mod manual;
-mod report;
+pub mod report;
 mod rollout;
 mod status;
 mod transfer;
@@ -164,6 +165,7 @@ pub fn run_with_env(cli: Cli, env: Env) -> Result<()> {
         Command::Attributes(args) => attributes::run(&ctx, args),
         Command::Explain(args) => explain::run(&ctx, args),
         Command::Report(args) => report::run(&ctx, args),
+        Command::Health(args) => health::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Watch(args) => watch::run(&ctx, args),
         Command::Rollout(args) => rollout::run(&ctx, args),

@@ -2,11 +2,8 @@
 //! `P/observed/C/N`. Bounded by `--timeout` in all, so a store that is down
 //! never holds up a chef run for long.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-
-use serde_json::Value;
 
 use crate::cli::ReportArgs;
 use crate::clock::now_rfc3339;
@@ -14,12 +11,14 @@ use crate::commands::Context;
 use crate::constraints;
 use crate::document::{encode_value, is_generation};
 use crate::error::{Error, Result};
+use crate::health::{self, Health};
 use crate::layout::{check_name, NameKind};
 use crate::local_file;
 use crate::node_attributes::AttributesDocument;
 use crate::output::{self, Format};
-use crate::report::{bounded_message, ObservedReport};
+use crate::report::{bounded_message, ObservedReport, ReportStatus};
 use crate::store::{self, Op, StoreOptions, Txn};
+use serde_json::Value;
 
 /// What a report says the node converged to.
 struct Applied {
@@ -28,7 +27,8 @@ struct Applied {
     generation: String,
     state: Option<String>,
     stale: bool,
-    offers: BTreeMap<String, Value>,
+    /// The desired document the run applied, when the attributes file gives it.
+    desired: Option<Value>,
 }
 
 /// Runs `report`.
@@ -47,16 +47,33 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
             )));
         }
     }
-    let report = ObservedReport {
+    // The checks run first, each within its own timeout, so that the store
+    // calls below keep all of --timeout.
+    let checks = match args.status {
+        ReportStatus::Success => Some(node_checks(
+            applied.desired.as_ref(),
+            args.checks.as_deref(),
+            "the attributes file's desired state",
+        )?),
+        ReportStatus::Failure => None,
+    };
+    let results = checks.as_deref().map(health::run_checks);
+    let mut report = ObservedReport {
         generation: applied.generation.clone(),
         status: args.status,
         state: applied.state.clone(),
+        version: applied.desired.as_ref().and_then(version_of),
         reported_at: now_rfc3339(),
         duration_s: args.duration,
         message: args.message.as_deref().map(bounded_message),
         convergent_version: env!("CARGO_PKG_VERSION").to_string(),
         stale: applied.stale,
-        offers: applied.offers.clone(),
+        health: None,
+        offers: applied
+            .desired
+            .as_ref()
+            .map(constraints::offers)
+            .unwrap_or_default(),
     };
 
     // Two calls (check the cluster, then write): each gets half of --timeout.
@@ -68,11 +85,13 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
         ctx.env,
     )?;
     let layout = ctx.layout();
+    let key = layout.observed_node(&applied.cluster, &applied.node);
     let snapshot = store.read_trees(&[
         layout.desired(&applied.cluster),
         layout.schema(&applied.cluster),
+        key.clone(),
     ])?;
-    if snapshot.trees.iter().all(Vec::is_empty) {
+    if snapshot.trees[..2].iter().all(Vec::is_empty) {
         return Err(Error::bad_key(
             layout.desired(&applied.cluster),
             format!(
@@ -81,7 +100,14 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
             ),
         ));
     }
-    let key = layout.observed_node(&applied.cluster, &applied.node);
+    if let Some(results) = results {
+        let previous = previous_report(&key, &snapshot.trees[2]);
+        report.health = Some(Health::after(
+            same_generation_health(previous.as_ref(), &report.generation),
+            results,
+            report.reported_at.clone(),
+        ));
+    }
     let value = serde_json::to_value(&report).expect("a report serializes");
     store.commit(&Txn {
         compares: Vec::new(),
@@ -95,15 +121,87 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
         return output::print(&output::render(&result, format));
     }
     output::print(&format!(
-        "{key}: {} at generation {}{}\n",
+        "{key}: {} at generation {}{}{}\n",
         report.status,
         report.generation,
         report
             .state
             .as_deref()
             .map(|s| format!(" (state {s})"))
+            .unwrap_or_default(),
+        // Only where checks ran: a node without any reports as before.
+        report
+            .health
+            .as_ref()
+            .filter(|h| !h.checks.is_empty())
+            .map(health_summary)
             .unwrap_or_default()
     ))
+}
+
+/// The node's checks: the view's (from `desired.health`, when the desired
+/// document is known) and the recipe's file. `desired_from` names where
+/// the desired document came from, for errors.
+pub fn node_checks(
+    desired: Option<&Value>,
+    checks_file: Option<&Path>,
+    desired_from: &str,
+) -> Result<Vec<health::Check>> {
+    let view = match desired {
+        Some(d) => health::checks_of_desired(desired_from, d)?,
+        None => Vec::new(),
+    };
+    let recipe = match checks_file {
+        Some(path) => health::checks_of_file(path)?,
+        None => Vec::new(),
+    };
+    health::combined(view, recipe).map_err(|problem| Error::BadFile {
+        path: checks_file.map(Path::to_path_buf).unwrap_or_default(),
+        problem,
+    })
+}
+
+/// The desired document's `version` as text (a string or a number), bounded.
+fn version_of(desired: &Value) -> Option<String> {
+    match desired.get("version")? {
+        Value::String(v) => Some(bounded_message(v)),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The report stored at `key`, if there is a readable one.
+pub fn previous_report(key: &str, entries: &[crate::store::Entry]) -> Option<ObservedReport> {
+    let doc = crate::document::fold(key, entries).ok()??;
+    ObservedReport::from_document(&doc.doc).ok()
+}
+
+/// The previous health when it was taken at `generation`: a healthy node
+/// stays healthy since then; a new generation starts the clock again.
+pub fn same_generation_health<'r>(
+    previous: Option<&'r ObservedReport>,
+    generation: &str,
+) -> Option<&'r Health> {
+    previous
+        .filter(|p| p.generation == generation && p.status == ReportStatus::Success)
+        .and_then(|p| p.health.as_ref())
+}
+
+/// `, healthy (2 checks)` / `, UNHEALTHY: web (HTTP 503)`, for one line of output.
+pub fn health_summary(h: &Health) -> String {
+    if h.healthy {
+        format!(
+            ", healthy ({} check{})",
+            h.checks.len(),
+            if h.checks.len() == 1 { "" } else { "s" }
+        )
+    } else {
+        let failing: Vec<String> = h
+            .failing()
+            .map(|c| format!("{} ({})", c.name, health::one_line(&c.output)))
+            .collect();
+        format!(", UNHEALTHY: {}", failing.join("; "))
+    }
 }
 
 fn from_attributes_file(ctx: &Context, args: &ReportArgs, path: &Path) -> Result<Applied> {
@@ -114,16 +212,12 @@ fn from_attributes_file(ctx: &Context, args: &ReportArgs, path: &Path) -> Result
         }
     })?;
     let doc = AttributesDocument::parse(path, &text)?.convergent;
-    // Flags (or the environment and config) may name the node too; they must agree.
+    // The file says which cluster it is for: a node of several clusters
+    // reports each from its own file, so the configured cluster (config file,
+    // CONVERGENT_CLUSTER) is no more than a default here. A --cluster flag, or
+    // the node however named, must agree with the file.
     for (what, given, in_file) in [
-        (
-            "cluster",
-            args.target
-                .cluster
-                .clone()
-                .or_else(|| ctx.settings.cluster.clone()),
-            &doc.cluster,
-        ),
+        ("cluster", args.target.cluster.clone(), &doc.cluster),
         (
             "node",
             args.target
@@ -146,7 +240,7 @@ fn from_attributes_file(ctx: &Context, args: &ReportArgs, path: &Path) -> Result
         generation: doc.generation,
         state: doc.state,
         stale: doc.source.stale,
-        offers: constraints::offers(&doc.desired),
+        desired: Some(doc.desired),
     })
 }
 
@@ -164,6 +258,6 @@ fn from_flags(ctx: &Context, args: &ReportArgs) -> Result<Applied> {
         generation,
         state: args.state.clone(),
         stale: false,
-        offers: BTreeMap::new(),
+        desired: None,
     })
 }

@@ -28,15 +28,22 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
         RolloutCommand::Pause(a) => control(ctx, a, Control::Pause),
         RolloutCommand::Resume(a) => control(ctx, a, Control::Resume),
         RolloutCommand::Abort(a) => control(ctx, a, Control::Abort),
+        RolloutCommand::Promote(a) => control(ctx, a, Control::Promote),
         RolloutCommand::Rollback(a) => {
             ctx.format("rollout rollback", &[Format::Table, Format::Json])?;
-            check_name(NameKind::Cluster, &a.cluster).map_err(Error::BadName)?;
+            if let Some(cluster) = &a.cluster {
+                check_name(NameKind::Cluster, cluster).map_err(Error::BadName)?;
+            }
             let store = ctx.open_store()?;
             // A forward orchestrator still running needs a turn to see the
             // rollback and let go of the plan's lock.
             let options = run_options(ctx, &a.options, true);
             orchestrate(ctx, store.as_ref(), options, |o| {
-                o.rollback(&a.cluster, a.all_at_once)
+                match (&a.plan, &a.cluster) {
+                    (Some(plan), _) => o.rollback_plan(plan, a.all_at_once),
+                    (None, Some(cluster)) => o.rollback(cluster, a.all_at_once),
+                    (None, None) => Err(Error::Usage("name a CLUSTER or --plan NAME".into())),
+                }
             })
         }
     }
@@ -144,6 +151,7 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
         Control::Pause => "pause",
         Control::Resume => "resume",
         Control::Abort => "abort",
+        Control::Promote => "promote",
     };
     let format = ctx.format(
         &format!("rollout {verb}"),
@@ -176,6 +184,7 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
         status.as_str().unwrap_or_default(),
         match action {
             Control::Resume => format!("; run plan {} again to go on", state.plan),
+            Control::Promote => " and promoted: the batches after the first go out".into(),
             _ => String::new(),
         }
     ))
@@ -266,6 +275,7 @@ fn print_rollouts(
         if let Some(reason) = &v.record.reason {
             text.push_str(&format!("\n{}: {reason}\n", v.cluster));
         }
+        text.push_str(&held_text(v));
         text.push_str(&format!("\n{} history (newest last):\n", v.cluster));
         for e in v.record.history.iter().rev().take(10).rev() {
             text.push_str(&format!(
@@ -275,6 +285,43 @@ fn print_rollouts(
         }
     }
     output::print(&text)
+}
+
+/// Why the latest batch is held: awaiting promotion, the released nodes'
+/// health, and each holding node with why (which check, since when).
+fn held_text(v: &orchestrator::RolloutView) -> String {
+    let mut text = String::new();
+    if let (Some(since), None) = (&v.record.awaiting_promotion_since, &v.record.promoted_by) {
+        text.push_str(&format!(
+            "\n{}: awaiting promotion since {since}: `convergent rollout promote {}` releases the rest\n",
+            v.cluster, v.cluster
+        ));
+    }
+    let h = v.health;
+    if h.healthy + h.unhealthy > 0 {
+        text.push_str(&format!(
+            "{}: released nodes' health: {} healthy, {} unhealthy, {} unknown\n",
+            v.cluster, h.healthy, h.unhealthy, h.unknown
+        ));
+    }
+    if v.holding_count > 0 {
+        text.push_str(&format!(
+            "{}: batch {} is held by {}:\n",
+            v.cluster,
+            v.record.batches,
+            count(v.holding_count, "node")
+        ));
+        for line in &v.holding {
+            text.push_str(&format!("  {line}\n"));
+        }
+        if v.holding_count > v.holding.len() {
+            text.push_str(&format!(
+                "  … and {} more\n",
+                v.holding_count - v.holding.len()
+            ));
+        }
+    }
+    text
 }
 
 /// Picks how progress is shown: JSON lines, a live line on a terminal, or
@@ -353,9 +400,30 @@ fn describe(progress: &Progress) -> String {
             format!("{cluster}: kicked {}, {} failed: {}", count(*nodes, "node"), failures.len(), failures.join("; "))
         }
         Progress::StoreUnavailable { cluster, reason } => format!("{cluster}: the store cannot be reached, trying again: {reason}"),
+        Progress::AwaitingPromotion { cluster, batches } => format!(
+            "{cluster}: batch {batches} passed its gate; waiting for `convergent rollout promote {cluster}` (promote: manual)"
+        ),
         Progress::Stopped { cluster, reason } => format!("{cluster}: stopped: {reason}"),
         Progress::StepDone { step, cluster } => format!("step {step} done: {cluster}'s patch is now part of its desired state"),
         Progress::PlanDone { plan } => format!("plan {plan} completed"),
-        Progress::RolledBack { cluster } => format!("{cluster}: rolled back: every node is on the previous desired state"),
+        Progress::RolledBack { cluster, rollout, plan, step, all_at_once, earlier_steps } => {
+            let this = if *all_at_once {
+                format!("{cluster}: rollout {rollout} removed at once: no node is released any more; each returns to the previous desired state on its next run (none was waited for)")
+            } else {
+                format!("{cluster}: rollout {rollout} rolled back batch by batch: every present node it had released has reported the previous desired state")
+            };
+            match earlier_steps {
+                0 => this,
+                n => format!(
+                    "{this}; {} of plan {plan} before step {step} stay applied (`convergent rollout rollback --plan {plan}` undoes them)",
+                    if *n == 1 { "step 1".to_string() } else { format!("steps 1-{n}") }
+                ),
+            }
+        }
+        Progress::PlanRolledBack { plan, undone, all_at_once } => format!(
+            "plan {plan} rolled back{}: {}",
+            if *all_at_once { " all at once (desired states restored; nodes return on their next run, none was waited for)" } else { "" },
+            undone.join("; ")
+        ),
     }
 }

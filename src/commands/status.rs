@@ -10,7 +10,7 @@ use crate::cli::StatusArgs;
 use crate::clock::format_age;
 use crate::commands::Context;
 use crate::error::{Error, Result};
-use crate::fleet::{Counts, Fleet, Member, MemberState};
+use crate::fleet::{Counts, Fleet, HealthCounts, HealthState, Member, MemberState};
 use crate::output::{self, columns, Format};
 use crate::skew::{self, Skew};
 
@@ -20,6 +20,7 @@ struct StatusReport<'a> {
     revision: Option<u64>,
     rollout: Option<RolloutLine>,
     summary: Counts,
+    health: HealthCounts,
     members: &'a [Member],
     problems: &'a [String],
     /// Versions live per tier and the constraints between tiers, when
@@ -79,6 +80,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
             threshold: r.record.threshold,
         }),
         summary: fleet.counts(),
+        health: fleet.health_counts(),
         members: &fleet.members,
         problems: &fleet.problems,
         skew,
@@ -120,6 +122,13 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
             }
         )));
     }
+    if report.health.unhealthy > 0 && c.present() == c.converged {
+        return Err(Error::NotConverged(format!(
+            "check failed for {cluster}: {} of {} present members are unhealthy",
+            report.health.unhealthy,
+            c.present()
+        )));
+    }
     if c.present() > c.converged {
         return Err(Error::NotConverged(format!(
             "check failed for {cluster}: {} of {} present members have not converged ({} pending, {} failed)",
@@ -159,7 +168,15 @@ fn table(r: &StatusReport, colour: bool) -> String {
         None => format!("cluster {}: no rollout\n", r.cluster),
     };
     let mut rows = vec![[
-        "NODE", "STATE", "DESIRED", "OBSERVED", "STATUS", "CHECK-IN", "ROLLOUT",
+        "NODE",
+        "STATE",
+        "DESIRED",
+        "OBSERVED",
+        "STATUS",
+        "CONVERGED-TO",
+        "HEALTH",
+        "CHECK-IN",
+        "ROLLOUT",
     ]
     .map(String::from)
     .to_vec()];
@@ -170,6 +187,8 @@ fn table(r: &StatusReport, colour: bool) -> String {
             m.desired_generation.clone(),
             m.observed_generation.clone().unwrap_or_else(|| "-".into()),
             paint(&m.state.to_string(), m.state, colour),
+            converged_to(m),
+            health_cell(m),
             m.checkin_age_s
                 .map_or_else(|| "never".into(), |a| format!("{} ago", format_age(a))),
             match m.released {
@@ -187,8 +206,55 @@ fn table(r: &StatusReport, colour: bool) -> String {
         c.converged,
         c.pending,
         c.failed,
-        c.absent
+        c.absent,
     ));
+    // Only where nodes run health checks: a fleet without them reads as before.
+    let h = r.health;
+    let checked = r
+        .members
+        .iter()
+        .any(|m| m.health.as_ref().is_some_and(|h| !h.checks.is_empty()));
+    if checked {
+        out.push_str(&format!(
+            "health: {} healthy, {} unhealthy, {} unknown\n",
+            h.healthy, h.unhealthy, h.unknown
+        ));
+    }
     out.push_str(&r.skew.to_text());
     out
+}
+
+/// What the node's last report says it converged to: `state version`.
+fn converged_to(m: &Member) -> String {
+    let parts: Vec<&str> = [m.observed_state.as_deref(), m.observed_version.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        escaped(&parts.join(" "))
+    }
+}
+
+/// `healthy 5m00s` (how long without a break, as of its last check),
+/// `UNHEALTHY: web, port` (the failing checks), or `-`.
+fn health_cell(m: &Member) -> String {
+    match (m.health_state(), &m.health) {
+        (HealthState::Healthy, Some(h)) if h.checks.is_empty() => "no checks".into(),
+        (HealthState::Healthy, Some(h)) => match h.healthy_for() {
+            Some(d) => format!("healthy {}", format_age(d.as_secs())),
+            None => "healthy".into(),
+        },
+        (HealthState::Unhealthy, Some(h)) => {
+            let failing: Vec<&str> = h.failing().map(|c| c.name.as_str()).collect();
+            escaped(&format!("UNHEALTHY: {}", failing.join(", ")))
+        }
+        _ => "-".into(),
+    }
+}
+
+/// Control characters made visible: a report is the node's to write.
+fn escaped(text: &str) -> String {
+    crate::health::one_line(text)
 }

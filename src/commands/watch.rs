@@ -28,6 +28,7 @@ use crate::cache::Cache;
 use crate::cli::{SplayFrom, WatchArgs};
 use crate::clock::{now_rfc3339, random_fraction, HumanDuration};
 use crate::commands::attributes::{cache_key, fetch};
+use crate::commands::health::check_and_report;
 use crate::commands::Context;
 use crate::env::Env;
 use crate::error::{Error, Result};
@@ -69,6 +70,9 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
         interval: args.interval.0.max(Duration::from_secs(1)),
         output: args.output.clone(),
         last_run_for: None,
+        health_interval: args.health_interval.0,
+        checks: args.checks.clone(),
+        last_health: None,
         stop,
     };
     if let Some(output) = &agent.output {
@@ -136,6 +140,12 @@ struct Agent<'c> {
     output: Option<PathBuf>,
     /// The generation the program last ran for.
     last_run_for: Option<String>,
+    /// How often health is re-checked between runs (zero: never).
+    health_interval: Duration,
+    /// The recipe's checks file.
+    checks: Option<PathBuf>,
+    /// What the last health check said, so the log gets a line per change.
+    last_health: Option<String>,
     stop: Arc<AtomicBool>,
 }
 
@@ -189,6 +199,7 @@ impl Agent<'_> {
         let mut failures = 0u32;
         let mut look = true;
         let mut next_look = Instant::now() + self.interval;
+        let mut next_health = Instant::now() + self.health_interval;
         while !self.stopped() {
             // Follow first, then read: no change between the two is missed.
             let Some(current_feed) = feed.as_mut() else {
@@ -231,6 +242,10 @@ impl Agent<'_> {
                     )),
                 }
             }
+            if !self.health_interval.is_zero() && Instant::now() >= next_health {
+                self.recheck_health();
+                next_health = Instant::now() + self.health_interval;
+            }
             let slice =
                 Duration::from_millis(500).min(next_look.saturating_duration_since(Instant::now()));
             match current_feed.wait(slice) {
@@ -251,6 +266,33 @@ impl Agent<'_> {
         }
         self.log("stopping on signal");
         Ok(())
+    }
+
+    /// Re-runs the health checks and re-reports health (as `health` does);
+    /// logs what it found when that changed. Never fatal: the agent's job
+    /// of running the program goes on.
+    fn recheck_health(&mut self) {
+        let attributes = self.output.as_deref().and_then(|path| {
+            let text = std::fs::read_to_string(path).ok()?;
+            AttributesDocument::parse(path, &text).ok()
+        });
+        let said = match check_and_report(
+            self.ctx,
+            self.store.as_ref(),
+            &self.cluster,
+            &self.node,
+            attributes.as_ref(),
+            self.checks.as_deref(),
+        ) {
+            Ok(line) => line,
+            Err(e) => format!("health not reported: {e}"),
+        };
+        // The line names the generation and each failing check: it changes
+        // exactly when something worth a log line does.
+        if self.last_health.as_deref() != Some(said.as_str()) {
+            self.log(&said);
+            self.last_health = Some(said);
+        }
     }
 
     /// Whether the program should run for this document; logs the decision.

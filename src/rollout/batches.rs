@@ -8,7 +8,7 @@
 //! write; a node never flips back while it only rises; a node that joins
 //! later lands on whichever side its rank puts it.
 
-use super::plan::Amount;
+use super::plan::{Amount, BatchSizes};
 use super::rank::rank;
 
 /// A member and its rank in one rollout.
@@ -59,13 +59,13 @@ pub fn previous_threshold(ranked: &[Ranked], threshold: f64, k: usize) -> Option
     }
 }
 
-/// How many members the next batch holds: the canary first (when there is
-/// one), then `batch` of all members, at least one.
-pub fn batch_size(first: bool, canary: u32, batch: Amount, members: usize) -> usize {
-    if first && canary > 0 {
-        canary as usize
-    } else {
-        batch.of(members).max(1)
+/// How many members batch number `index` (from 0) holds: the canary first
+/// (when there is one), then the batch sizes in turn, the last repeating,
+/// each of all members and at least one.
+pub fn batch_size(index: usize, canary: u32, batch: &BatchSizes, members: usize) -> usize {
+    match (index, canary) {
+        (0, c) if c > 0 => c as usize,
+        (i, c) => batch.at(if c > 0 { i - 1 } else { i }).of(members).max(1),
     }
 }
 
@@ -165,10 +165,20 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(batch_size(true, 1, Amount::Percent(25.0), 10), 1);
-        assert_eq!(batch_size(false, 1, Amount::Percent(25.0), 10), 3);
-        assert_eq!(batch_size(true, 0, Amount::Count(4), 10), 4);
-        assert_eq!(batch_size(false, 0, Amount::Percent(10.0), 3), 1);
+        let one = |a| BatchSizes(vec![a]);
+        assert_eq!(batch_size(0, 1, &one(Amount::Percent(25.0)), 10), 1);
+        assert_eq!(batch_size(1, 1, &one(Amount::Percent(25.0)), 10), 3);
+        assert_eq!(batch_size(0, 0, &one(Amount::Count(4)), 10), 4);
+        assert_eq!(batch_size(3, 0, &one(Amount::Percent(10.0)), 3), 1);
+        let list = BatchSizes(vec![
+            Amount::Count(1),
+            Amount::Count(5),
+            Amount::Percent(25.0),
+        ]);
+        let sizes: Vec<usize> = (0..5).map(|i| batch_size(i, 0, &list, 100)).collect();
+        assert_eq!(sizes, [1, 5, 25, 25, 25], "the last size repeats");
+        let sizes: Vec<usize> = (0..4).map(|i| batch_size(i, 2, &list, 100)).collect();
+        assert_eq!(sizes, [2, 1, 5, 25], "the canary comes first");
     }
 
     #[test]
@@ -205,14 +215,15 @@ mod tests {
     proptest! {
         #[test]
         fn releasing_in_batches_never_unreleases_and_sizes_are_exact(
-            n in 1usize..200, canary in 0u32..4, batch in 1usize..50
+            n in 1usize..200, canary in 0u32..4, sizes in proptest::collection::vec(1u32..50, 1..4)
         ) {
             let r = fleet(n);
             let mut t = 0.0;
             let mut before: Vec<bool> = r.iter().map(|m| m.rank <= t).collect();
-            let mut first = true;
+            let batches = BatchSizes(sizes.iter().map(|s| Amount::Count(*s)).collect());
+            let mut index = 0;
             while t < 1.0 {
-                let k = batch_size(first, canary, Amount::Count(batch as u32), n);
+                let k = batch_size(index, canary, &batches, n);
                 let was = released(&r, t);
                 t = next_threshold(&r, t, k);
                 let now = released(&r, t);
@@ -220,7 +231,7 @@ mod tests {
                 let after: Vec<bool> = r.iter().map(|m| m.rank <= t).collect();
                 prop_assert!(before.iter().zip(&after).all(|(b, a)| !b || *a), "a node flipped back");
                 before = after;
-                first = false;
+                index += 1;
             }
             prop_assert_eq!(released(&r, t), n);
         }

@@ -7,10 +7,12 @@
 
 pub mod batches;
 pub mod compat;
+pub mod control;
 pub mod kick;
 pub mod orchestrator;
 pub mod plan;
 pub mod preflight;
 pub mod rank;
 pub mod record;
+pub mod standing;
 pub mod state;

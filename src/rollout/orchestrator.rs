@@ -9,7 +9,6 @@
 //! runs) and one rollout per cluster (the record is created only where none
 //! is).
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -22,14 +21,21 @@ use super::batches::{
     batch_size, gate, next_threshold, previous_threshold, ranked, Gate, GateCounts, Ranked,
 };
 use super::compat;
+pub use super::control::{control, Control};
 use super::kick;
-use super::plan::{Amount, Plan};
+
+mod undo;
+use super::plan::{Amount, OnFailure, Plan};
 use super::preflight::{check_progress, check_step, plan_digest, preflight, StepInputs, StepStart};
-use super::state::{rollout_id, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status};
-use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339, HumanDuration};
+pub use super::standing::short_list;
+use super::standing::{gate_states, held, names, nodes_in, timed_out, watched_counts, HealthGate};
+use super::state::{
+    rollout_id, AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
+};
+use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339};
 use crate::document::{canonical_json, merged, Nulls};
 use crate::error::{Error, Result};
-use crate::fleet::{Fleet, Member, MemberState};
+use crate::fleet::{Fleet, HealthCounts, HealthState, MemberState};
 use crate::history::{self, diff, Change};
 use crate::layout::Layout;
 use crate::schema::state_of;
@@ -87,14 +93,33 @@ pub enum Progress {
     },
     /// The store could not be reached; the orchestrator keeps trying.
     StoreUnavailable { cluster: String, reason: String },
+    /// The first batch passed its gate; the rest waits for `rollout promote`.
+    AwaitingPromotion { cluster: String, batches: u32 },
     /// The rollout stopped before its end.
     Stopped { cluster: String, reason: String },
     /// A step is done: its patch is part of the cluster's desired document.
     StepDone { step: usize, cluster: String },
     /// The whole plan is done.
     PlanDone { plan: String },
-    /// A rollback ended: every node is back on the previous desired state.
-    RolledBack { cluster: String },
+    /// A step's rollback ended: batch by batch (every present node taken
+    /// back reported the previous desired state), or all at once (the
+    /// record is gone; nodes return on their next run, not waited for).
+    /// `earlier_steps` of its plan were done before it and stay applied.
+    RolledBack {
+        cluster: String,
+        rollout: String,
+        plan: String,
+        step: usize,
+        all_at_once: bool,
+        earlier_steps: usize,
+    },
+    /// A plan rollback ended: `undone` says, step by step (last first),
+    /// what went back and how.
+    PlanRolledBack {
+        plan: String,
+        undone: Vec<String>,
+        all_at_once: bool,
+    },
 }
 
 /// Receives [`Progress`].
@@ -107,6 +132,8 @@ pub trait Observer {
 enum StepEnd {
     Done,
     Stopped(String),
+    /// Too many failures turned the step into a rollback (on_failure: rollback).
+    RollingBack(String),
 }
 
 /// What one turn of the loop did.
@@ -132,6 +159,9 @@ pub struct Orchestrator<'a> {
     observer: &'a mut dyn Observer,
     stop: Arc<AtomicBool>,
     last_waiting: Option<Progress>,
+    promotion_said: bool,
+    /// Rolling a whole plan back: the earlier steps do not "stay applied".
+    in_plan_rollback: bool,
 }
 
 impl<'a> Orchestrator<'a> {
@@ -152,12 +182,26 @@ impl<'a> Orchestrator<'a> {
             observer,
             stop,
             last_waiting: None,
+            promotion_said: false,
+            in_plan_rollback: false,
         }
     }
 
     /// Passes an event on; a wait is passed on only when its counts changed
     /// (not just the time waited), so a log gets a line per change.
     fn notify(&mut self, progress: Progress) {
+        if matches!(progress, Progress::AwaitingPromotion { .. }) {
+            // Said once while the wait lasts; the counts go on as usual.
+            if self.promotion_said {
+                return;
+            }
+            self.promotion_said = true;
+            self.observer.notify(&progress);
+            return;
+        }
+        if !matches!(progress, Progress::Waiting { .. }) {
+            self.promotion_said = false;
+        }
         if matches!(progress, Progress::Waiting { .. }) {
             let mut counts_only = progress.clone();
             if let Progress::Waiting { elapsed_s, .. } = &mut counts_only {
@@ -245,7 +289,7 @@ impl<'a> Orchestrator<'a> {
             compat::check_plan(self.store, &self.layout, plan, index)?;
             match self.run_step(plan, index, lock.as_ref())? {
                 StepEnd::Done => {}
-                StepEnd::Stopped(reason) => {
+                StepEnd::Stopped(reason) | StepEnd::RollingBack(reason) => {
                     self.notify(Progress::Stopped {
                         cluster: plan.steps[index].cluster.clone(),
                         reason: reason.clone(),
@@ -319,10 +363,22 @@ impl<'a> Orchestrator<'a> {
         self.notify(Progress::StepStarted {
             step: index + 1,
             steps: plan.steps.len(),
-            cluster: cluster.clone(),
+            cluster: cluster.to_string(),
             rollout: id.clone(),
             members,
         });
+        // An automatic rollback that an earlier orchestrator started (and
+        // was killed during) goes on where the record says.
+        let record = self
+            .fleet(&cluster)?
+            .rollout_doc
+            .map(|doc| RolloutState::from_document(&self.layout.rollout(&cluster), &doc));
+        if let Some(Ok(r)) = &record {
+            if r.id == id && r.direction == Direction::Back && r.status == Status::Running {
+                let why = r.reason.clone().unwrap_or_else(|| "rolled back".into());
+                return self.roll_back_automatically(&cluster, r, why, lock);
+            }
+        }
         match self.drive(&cluster, &id, Direction::Forward, lock)? {
             StepEnd::Done => {
                 self.finish_step(plan, index)?;
@@ -332,7 +388,52 @@ impl<'a> Orchestrator<'a> {
                 });
                 Ok(StepEnd::Done)
             }
+            StepEnd::RollingBack(reason) => {
+                let key = self.layout.rollout(&cluster);
+                let doc = self.fleet(&cluster)?.rollout_doc.ok_or_else(|| {
+                    Error::Stopped(format!("the rollout record of {cluster} vanished"))
+                })?;
+                let state = RolloutState::from_document(&key, &doc)?;
+                self.roll_back_automatically(&cluster, &state, reason, lock)
+            }
             stopped => Ok(stopped),
+        }
+    }
+
+    /// Drives an automatic rollback (on_failure: rollback) to its end and
+    /// says, in the reason the plan stops with, exactly what went back.
+    fn roll_back_automatically(
+        &mut self,
+        cluster: &str,
+        state: &RolloutState,
+        reason: String,
+        lock: &dyn HeldLock,
+    ) -> Result<StepEnd> {
+        match self.drive(cluster, &state.id, Direction::Back, lock)? {
+            StepEnd::Done => {
+                self.end_rollback(cluster, state, "batch by batch, automatically")?;
+                let earlier = match state.step {
+                    0 => String::new(),
+                    1 => format!(
+                        " Step 1 of plan {} stays applied (`convergent rollout rollback --plan {}` undoes it).",
+                        state.plan, state.plan
+                    ),
+                    n => format!(
+                        " Steps 1-{n} of plan {} stay applied (`convergent rollout rollback --plan {}` undoes them).",
+                        state.plan, state.plan
+                    ),
+                };
+                Ok(StepEnd::Stopped(format!(
+                    "step {} ({cluster}, rollout {}) was rolled back automatically: every present node of {cluster} \
+                     it had released has reported the desired state it had before this step.{earlier} Why: {reason}",
+                    state.step + 1,
+                    state.id,
+                )))
+            }
+            StepEnd::Stopped(why) | StepEnd::RollingBack(why) => Ok(StepEnd::Stopped(format!(
+                "the automatic rollback of {cluster} stopped part-way: {why}; \
+                 run the plan (or `convergent rollout rollback {cluster}`) again to finish it"
+            ))),
         }
     }
 
@@ -401,8 +502,10 @@ impl<'a> Orchestrator<'a> {
             self.release(cluster, &state, &order)?;
             return Ok(Turn::Moved);
         }
+        let now = SystemTime::now();
         let watched = |rank: f64| state.watches(rank);
-        let states = gate_states(&fleet, &state);
+        let states = gate_states(&fleet, &state, now);
+        let health = HealthGate::of(&state, now);
         let counts = watched_counts(&states, &order, watched);
         self.report_waiting(cluster, &fleet, counts, &state);
         let max_failed = state.strategy.max_failed.of(order.len());
@@ -410,29 +513,43 @@ impl<'a> Orchestrator<'a> {
         match gate(counts, max_failed, min_converged) {
             Gate::TooManyFailures { failed, allowed } => {
                 let failed_nodes = nodes_in(&states, &order, MemberState::Failed, watched);
+                let shown = names(&failed_nodes, health.as_ref());
+                if direction == Direction::Forward
+                    && state.strategy.on_failure == OnFailure::Rollback
+                {
+                    let reason = format!(
+                        "{failed} released nodes failed, more than the {allowed} allowed ({shown}); \
+                         on_failure: rollback takes {cluster} back batch by batch"
+                    );
+                    self.turn_back(cluster, id, reason.clone())?;
+                    return Ok(Turn::End(StepEnd::RollingBack(reason)));
+                }
                 let reason = match direction {
                     Direction::Forward => format!(
-                        "{failed} released nodes failed, more than the {allowed} allowed ({}); \
+                        "{failed} released nodes failed, more than the {allowed} allowed ({shown}); \
                          `convergent rollout resume {cluster}` then run the plan again to go on, \
-                         or `convergent rollout rollback {cluster}`",
-                        names(&failed_nodes)
+                         or `convergent rollout rollback {cluster}`"
                     ),
                     Direction::Back => format!(
-                        "{failed} nodes failed on the way back, more than the {allowed} allowed ({}); \
-                         `convergent rollout resume {cluster}` then run the rollback again to go on",
-                        names(&failed_nodes)
+                        "{failed} nodes failed on the way back, more than the {allowed} allowed ({shown}); \
+                         `convergent rollout resume {cluster}` then run the rollback again to go on"
                     ),
                 };
                 Ok(Turn::End(self.stop_rollout(cluster, id, reason)?))
             }
             Gate::Wait => {
                 *gate_open_since = None;
-                match timed_out(&state, &states, &order, watched) {
+                match timed_out(&state, &states, &order, watched, now) {
                     Some(reason) => Ok(Turn::End(self.stop_rollout(cluster, id, reason)?)),
                     None => Ok(Turn::Waiting),
                 }
             }
             Gate::Pass if state.fully_moved() => Ok(Turn::End(StepEnd::Done)),
+            Gate::Pass if state.awaits_promotion() => {
+                *gate_open_since = None;
+                self.await_promotion(cluster, &state)?;
+                Ok(Turn::Waiting)
+            }
             Gate::Pass => {
                 let since = *gate_open_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < state.strategy.pause.0 {
@@ -443,6 +560,56 @@ impl<'a> Orchestrator<'a> {
                 Ok(Turn::Moved)
             }
         }
+    }
+
+    /// Records, once, that the first batch passed its gate and the rest of
+    /// the step waits for `rollout promote`.
+    fn await_promotion(&mut self, cluster: &str, state: &RolloutState) -> Result<()> {
+        if state.awaiting_promotion_since.is_none() {
+            let actor = self.actor.clone();
+            self.update_record(cluster, &state.id, |s| {
+                if s.awaiting_promotion_since.is_some() || s.promoted_by.is_some() {
+                    return false;
+                }
+                s.awaiting_promotion_since = Some(now_rfc3339());
+                s.record(Event::now(
+                    &actor,
+                    "awaiting promotion",
+                    format!(
+                        "batch {} passed its gate; `convergent rollout promote {cluster}` releases the rest",
+                        s.batches
+                    ),
+                ));
+                true
+            })?;
+        }
+        self.notify(Progress::AwaitingPromotion {
+            cluster: cluster.to_string(),
+            batches: state.batches,
+        });
+        Ok(())
+    }
+
+    /// Turns a forward rollout into a rollback (on_failure: rollback): one
+    /// write, so an orchestrator killed right after finds the rollback in
+    /// the record and goes on with it.
+    fn turn_back(&mut self, cluster: &str, id: &str, reason: String) -> Result<()> {
+        let actor = self.actor.clone();
+        self.update_record(cluster, id, |s| {
+            if s.status != Status::Running || s.direction != Direction::Forward {
+                return false;
+            }
+            s.direction = Direction::Back;
+            s.batches = 0;
+            s.reason = Some(reason.clone());
+            s.record(Event::now(
+                &actor,
+                "rollback",
+                format!("automatic: {reason}"),
+            ));
+            true
+        })?;
+        Ok(())
     }
 
     /// The record of `cluster` if it is still ours and running in
@@ -571,9 +738,9 @@ impl<'a> Orchestrator<'a> {
     fn release(&mut self, cluster: &str, state: &RolloutState, order: &[Ranked]) -> Result<()> {
         let first = state.batches == 0;
         let k = batch_size(
-            first,
+            state.batches as usize,
             state.strategy.canary,
-            state.strategy.batch,
+            &state.strategy.batch,
             order.len(),
         );
         let (threshold, nodes) = match state.direction {
@@ -747,6 +914,18 @@ impl<'a> Orchestrator<'a> {
             let mut progress = PlanProgress::from_document(&keys[2], &progress_doc)?;
             progress.keep_history_of(&state);
             progress.done = index + 1;
+            progress.applied.retain(|a| a.step != index);
+            progress.applied.push(AppliedStep {
+                step: index,
+                cluster: cluster.clone(),
+                before: state
+                    .patch
+                    .keys()
+                    .map(|k| (k.clone(), old.get(k).cloned()))
+                    .collect(),
+                strategy: state.strategy.clone(),
+                wait: state.wait.clone(),
+            });
             if progress.done == plan.steps.len() {
                 progress.status = PlanStatus::Completed;
             }
@@ -785,8 +964,23 @@ impl<'a> Orchestrator<'a> {
     /// highest ranks first, each batch gated on the nodes reporting the
     /// previous desired state, until no node is released; then the record
     /// goes. `all_at_once` removes the record at once (every node returns
-    /// on its next run: for emergencies only).
+    /// on its next run: for emergencies only). Steps of the plan done before
+    /// stay applied: [`Orchestrator::rollback_plan`] undoes those too.
     pub fn rollback(&mut self, cluster: &str, all_at_once: bool) -> Result<()> {
+        let state = self.turn_to_rollback(cluster, all_at_once)?;
+        if all_at_once {
+            return self.end_rollback(cluster, &state, "all at once");
+        }
+        // A forward orchestrator still running sees the rollback on its next
+        // turn and stops, freeing the plan's lock (the caller's `lock_wait`
+        // leaves it time to).
+        let lock = self.lock_waiting(&state.plan, self.options.lock_wait)?;
+        self.drive_rollback(cluster, &state, lock.as_ref())
+    }
+
+    /// Turns the rollout of `cluster` around (or finds it already going
+    /// back): one compare-and-set write of its record.
+    fn turn_to_rollback(&mut self, cluster: &str, all_at_once: bool) -> Result<RolloutState> {
         let key = self.layout.rollout(cluster);
         let actor = self.actor.clone();
         let docs = update(self.store, std::slice::from_ref(&key), |current| {
@@ -814,18 +1008,19 @@ impl<'a> Orchestrator<'a> {
             ));
             Ok(Some(vec![Some(s.to_document())]))
         })?;
-        let state =
-            RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))?;
-        if all_at_once {
-            return self.end_rollback(cluster, &state, "all at once");
-        }
-        // A forward orchestrator still running sees the rollback on its next
-        // turn and stops, freeing the plan's lock (the caller's `lock_wait`
-        // leaves it time to).
-        let lock = self.lock_waiting(&state.plan, self.options.lock_wait)?;
-        match self.drive(cluster, &state.id, Direction::Back, lock.as_ref())? {
-            StepEnd::Done => self.end_rollback(cluster, &state, "batch by batch"),
-            StepEnd::Stopped(reason) => {
+        RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))
+    }
+
+    /// Takes the rollout back batch by batch to its end, under `lock`.
+    fn drive_rollback(
+        &mut self,
+        cluster: &str,
+        state: &RolloutState,
+        lock: &dyn HeldLock,
+    ) -> Result<()> {
+        match self.drive(cluster, &state.id, Direction::Back, lock)? {
+            StepEnd::Done => self.end_rollback(cluster, state, "batch by batch"),
+            StepEnd::Stopped(reason) | StepEnd::RollingBack(reason) => {
                 self.notify(Progress::Stopped {
                     cluster: cluster.to_string(),
                     reason: reason.clone(),
@@ -881,125 +1076,25 @@ impl<'a> Orchestrator<'a> {
             docs[2] = Some(history::append(current.docs[2].as_ref(), &keys[2], change)?);
             Ok(Some(docs))
         })?;
+        // Steps of the plan done before this one: they stay applied.
+        let earlier_steps = match self.store.get(&keys[1])? {
+            _ if self.in_plan_rollback => 0,
+            Some(entry) => crate::document::decode_value(&keys[1], &entry.value)
+                .ok()
+                .and_then(|doc| PlanProgress::from_document(&keys[1], &doc).ok())
+                .map_or(0, |p| p.done.saturating_sub(p.undone)),
+            None => 0,
+        };
         self.notify(Progress::RolledBack {
             cluster: cluster.to_string(),
+            rollout: state.id.clone(),
+            plan: state.plan.clone(),
+            step: state.step + 1,
+            all_at_once: how == "all at once",
+            earlier_steps,
         });
         Ok(())
     }
-}
-
-/// Where a member stands for a batch's gate. Unlike the fleet view, a
-/// failure counts only when it is a failure *at the generation computed for
-/// the node now*: a node that failed on an earlier desired state (before
-/// being taken back, say) has not tried this one yet, so it is pending. A
-/// failure an operator's `resume` dealt with (`forgiven`) is pending too,
-/// until the node reports again.
-fn gate_state(member: &Member, forgiven: &BTreeMap<String, String>) -> MemberState {
-    match member.state {
-        MemberState::Failed
-            if member.observed_generation.as_deref() != Some(&member.desired_generation)
-                || (member.reported_at.is_some()
-                    && forgiven.get(&member.node) == member.reported_at.as_ref()) =>
-        {
-            MemberState::Pending
-        }
-        other => other,
-    }
-}
-
-/// The members of one turn, by name, each with its gate state.
-fn gate_states<'f>(
-    fleet: &'f Fleet,
-    state: &RolloutState,
-) -> HashMap<&'f str, (MemberState, &'f Member)> {
-    fleet
-        .members
-        .iter()
-        .map(|m| (m.node.as_str(), (gate_state(m, &state.forgiven), m)))
-        .collect()
-}
-
-/// Counts the present members whose rank satisfies `watched`.
-fn watched_counts(
-    states: &HashMap<&str, (MemberState, &Member)>,
-    order: &[Ranked],
-    watched: impl Fn(f64) -> bool,
-) -> GateCounts {
-    let mut counts = GateCounts::default();
-    for r in order.iter().filter(|r| watched(r.rank)) {
-        let Some((state, _)) = states.get(r.node.as_str()) else {
-            continue;
-        };
-        match state {
-            MemberState::Absent => continue,
-            MemberState::Converged => counts.converged += 1,
-            MemberState::Failed => counts.failed += 1,
-            MemberState::Pending => {}
-        }
-        counts.watched += 1;
-    }
-    counts
-}
-
-/// The watched members in `wanted` state, in rank order.
-fn nodes_in<'f>(
-    states: &HashMap<&str, (MemberState, &'f Member)>,
-    order: &[Ranked],
-    wanted: MemberState,
-    watched: impl Fn(f64) -> bool,
-) -> Vec<&'f Member> {
-    order
-        .iter()
-        .filter(|r| watched(r.rank))
-        .filter_map(|r| states.get(r.node.as_str()))
-        .filter(|(state, _)| *state == wanted)
-        .map(|(_, m)| *m)
-        .collect()
-}
-
-/// Node names, for messages.
-fn names(members: &[&Member]) -> String {
-    let names: Vec<String> = members.iter().map(|m| m.node.clone()).collect();
-    short_list(&names, ", ")
-}
-
-/// Names joined by `separator`, the first 20 only when there are more (a
-/// batch of a big fleet has thousands): for logs and histories.
-pub fn short_list(names: &[String], separator: &str) -> String {
-    const SHOWN: usize = 20;
-    if names.len() > SHOWN {
-        format!(
-            "{}{separator}… ({} in all)",
-            names[..SHOWN].join(separator),
-            names.len()
-        )
-    } else {
-        names.join(separator)
-    }
-}
-
-/// The reason to pause when the latest batch has waited past the step's
-/// timeout.
-fn timed_out(
-    state: &RolloutState,
-    states: &HashMap<&str, (MemberState, &Member)>,
-    order: &[Ranked],
-    watched: impl Fn(f64) -> bool,
-) -> Option<String> {
-    let timeout = state.wait.timeout?.0;
-    let moved = parse_rfc3339(state.moved_at.as_deref()?).ok()?;
-    let waited = age_seconds(moved, SystemTime::now());
-    if waited < timeout.as_secs().max(1) {
-        return None;
-    }
-    let pending = nodes_in(states, order, MemberState::Pending, watched);
-    Some(format!(
-        "batch {} did not converge within {} ({} still pending: {})",
-        state.batches,
-        HumanDuration(timeout),
-        pending.len(),
-        names(&pending)
-    ))
 }
 
 /// What a dry run shows of one step.
@@ -1033,9 +1128,9 @@ pub fn preview(
         let mut threshold = 0.0;
         while threshold < 1.0 && !order.is_empty() {
             let k = batch_size(
-                batches.is_empty(),
+                batches.len(),
                 step.strategy.canary,
-                step.strategy.batch,
+                &step.strategy.batch,
                 order.len(),
             );
             let next = next_threshold(&order, threshold, k);
@@ -1059,81 +1154,6 @@ pub fn preview(
     Ok(out)
 }
 
-/// An operator's action on a running rollout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
-    /// Stop releasing until resumed.
-    Pause,
-    /// Go on after a pause.
-    Resume,
-    /// Stop releasing for good; the record stays (rollback remains).
-    Abort,
-}
-
-/// Pauses, resumes or aborts the rollout of `cluster`, with the reason
-/// recorded. A running orchestrator sees it on its next turn.
-pub fn control(
-    store: &dyn Store,
-    layout: &Layout,
-    cluster: &str,
-    action: Control,
-    actor: &str,
-    reason: Option<String>,
-) -> Result<RolloutState> {
-    let key = layout.rollout(cluster);
-    // Resuming means "the failures that stopped you are dealt with": the
-    // failure reports there are now stop counting; each node's next
-    // report counts again. (Compared by the report's own time stamp, so no
-    // clocks need to agree.)
-    let forgiven: BTreeMap<String, String> = match action {
-        Control::Resume => Fleet::read(store, layout, cluster, Duration::MAX, SystemTime::now())?
-            .members
-            .into_iter()
-            .filter(|m| m.state == MemberState::Failed)
-            .filter_map(|m| Some((m.node, m.reported_at?)))
-            .collect(),
-        Control::Pause | Control::Abort => BTreeMap::new(),
-    };
-    let docs = update(store, std::slice::from_ref(&key), |current| {
-        let Some(doc) = &current.docs[0] else {
-            return Err(Error::Stopped(format!(
-                "cluster {cluster} has no active rollout"
-            )));
-        };
-        let mut s = RolloutState::from_document(&key, doc)?;
-        let (event, status) = match (action, s.status) {
-            (Control::Pause, Status::Running) => ("paused", Status::Paused),
-            (Control::Resume, Status::Paused) => ("resumed", Status::Running),
-            (Control::Abort, Status::Running | Status::Paused) => ("aborted", Status::Aborted),
-            (_, current) => {
-                return Err(Error::Stopped(format!(
-                    "the rollout of {cluster} is {}: nothing to {}",
-                    serde_json::to_value(current)
-                        .expect("serializes")
-                        .as_str()
-                        .unwrap_or_default(),
-                    match action {
-                        Control::Pause => "pause",
-                        Control::Resume => "resume",
-                        Control::Abort => "abort",
-                    }
-                )))
-            }
-        };
-        s.status = status;
-        if action == Control::Resume {
-            s.forgiven = forgiven.clone();
-        }
-        let why = reason
-            .clone()
-            .unwrap_or_else(|| format!("{event} by {actor}"));
-        s.reason = (status != Status::Running).then(|| why.clone());
-        s.record(Event::now(actor, event, why));
-        Ok(Some(vec![Some(s.to_document())]))
-    })?;
-    RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))
-}
-
 /// How a rollout stands, for `rollout status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RolloutView {
@@ -1154,7 +1174,17 @@ pub struct RolloutView {
     pub held: usize,
     /// Members absent.
     pub absent: usize,
+    /// The released present members by health.
+    pub health: HealthCounts,
+    /// The released members holding the latest batch back, each with why
+    /// (the first [`HELD_SHOWN`]; `holding_count` has them all).
+    pub holding: Vec<String>,
+    /// How many members hold the latest batch back.
+    pub holding_count: usize,
 }
+
+/// How many holding members `rollout status` names.
+pub const HELD_SHOWN: usize = 20;
 
 /// Every active rollout (or that of `cluster`), with its fleet's counts, and
 /// the records that could not be read: one bad record does not hide the
@@ -1201,9 +1231,32 @@ pub fn rollouts(
             &record.id,
             fleet.batch_members().iter().map(|m| m.node.as_str()),
         );
-        let states = gate_states(&fleet, &record);
+        let now = SystemTime::now();
+        let states = gate_states(&fleet, &record, now);
         let counts = watched_counts(&states, &order, |r| r <= record.threshold);
+        let mut health = HealthCounts::default();
+        for r in order.iter().filter(|r| r.rank <= record.threshold) {
+            match states.get(r.node.as_str()) {
+                Some((MemberState::Absent, _)) | None => {}
+                Some((_, m)) => match m.health_state() {
+                    HealthState::Healthy => health.healthy += 1,
+                    HealthState::Unhealthy => health.unhealthy += 1,
+                    HealthState::Unknown => health.unknown += 1,
+                },
+            }
+        }
+        let mut held_now = held(
+            &states,
+            &order,
+            |r| record.watches(r),
+            HealthGate::of(&record, now).as_ref(),
+        );
+        let holding_count = held_now.len();
+        held_now.truncate(HELD_SHOWN);
         out.push(RolloutView {
+            health,
+            holding: held_now,
+            holding_count,
             cluster: c,
             step: record.step + 1,
             released: counts.watched,

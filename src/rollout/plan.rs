@@ -9,6 +9,10 @@
 //!   - cluster: web
 //!     set: { state: converged, version: "2.4.1" }
 //!     strategy: { canary: 1, batch: 25%, pause: 30s, max_failed: 1 }
+//!   - cluster: api
+//!     set: { version: "3.0" }
+//!     strategy: { batch: [1, 5, 25%], max_failed: 0, on_failure: rollback, promote: manual }
+//!     wait: { healthy: true, min_healthy: 5m, healthy_deadline: 15m, timeout: 30m }
 //! ```
 
 use std::fmt;
@@ -61,24 +65,121 @@ pub struct Strategy {
     /// Nodes released first, on their own.
     #[serde(default)]
     pub canary: u32,
-    /// Nodes per batch after the canary; default: all at once.
-    #[serde(default = "Amount::all")]
-    pub batch: Amount,
+    /// Nodes per batch after the canary: one size, or a list of sizes
+    /// whose last one repeats (`[1, 5, 25%]`); default: all at once.
+    #[serde(default = "BatchSizes::all")]
+    pub batch: BatchSizes,
     /// Pause between batches.
     #[serde(default)]
     pub pause: HumanDuration,
-    /// Failed reports tolerated before the rollout pauses.
+    /// Failed (or, with `wait.healthy`, unhealthy) nodes tolerated before the
+    /// rollout stops.
     #[serde(default = "Amount::none")]
     pub max_failed: Amount,
+    /// What too many failures do: pause, or roll the step back batch by batch.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_failure: OnFailure,
+    /// Whether the batches after the first wait for `rollout promote`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub promote: Promote,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl Default for Strategy {
     fn default() -> Self {
         Strategy {
             canary: 0,
-            batch: Amount::all(),
+            batch: BatchSizes::all(),
             pause: HumanDuration::default(),
             max_failed: Amount::none(),
+            on_failure: OnFailure::default(),
+            promote: Promote::default(),
+        }
+    }
+}
+
+/// What a step does when more nodes fail than `max_failed` allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Stop releasing; an operator resumes or rolls back.
+    #[default]
+    Pause,
+    /// Take the step back batch by batch, highest ranks first, without a person.
+    Rollback,
+}
+
+/// Whether the rest of a step waits for an operator after its first batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Promote {
+    /// The first batch (the canary) promotes itself once it passes its gate
+    /// (with `wait.min_healthy`: once healthy that long).
+    #[default]
+    Auto,
+    /// After the first batch passes its gate, nothing more is released until
+    /// `convergent rollout promote CLUSTER`.
+    Manual,
+}
+
+/// Batch sizes: one for every batch, or a list whose last size repeats.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchSizes(pub Vec<Amount>);
+
+impl BatchSizes {
+    fn all() -> BatchSizes {
+        BatchSizes(vec![Amount::all()])
+    }
+
+    /// The size of batch `index` (from 0, the canary not counted).
+    pub fn at(&self, index: usize) -> Amount {
+        self.0
+            .get(index)
+            .or(self.0.last())
+            .copied()
+            .unwrap_or(Amount::all())
+    }
+}
+
+impl fmt::Display for BatchSizes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                let shown: Vec<String> = many.iter().map(Amount::to_string).collect();
+                write!(f, "[{}]", shown.join(", "))
+            }
+        }
+    }
+}
+
+impl Serialize for BatchSizes {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSizes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(Amount),
+            Many(Vec<Amount>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "batch: expected a number of nodes, a percentage such as 25%, or a list of them such as [1, 5, 25%]",
+            )
+        })? {
+            Raw::One(a) => Ok(BatchSizes(vec![a])),
+            Raw::Many(list) => Ok(BatchSizes(list)),
         }
     }
 }
@@ -93,6 +194,24 @@ pub struct Wait {
     /// Share of present members that must have converged; default 100%.
     #[serde(default)]
     pub min_converged: Option<Amount>,
+    /// A node counts as converged only when its health checks pass too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub healthy: bool,
+    /// ... and have passed without a break for this long at the new
+    /// generation (implies `healthy`); a failed check starts it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_healthy: Option<HumanDuration>,
+    /// A node still not healthy this long after its batch moved counts as
+    /// failed (against `max_failed`); without it, it holds the batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_deadline: Option<HumanDuration>,
+}
+
+impl Wait {
+    /// Whether the gate asks for health.
+    pub fn wants_health(&self) -> bool {
+        self.healthy || self.min_healthy.is_some() || self.healthy_deadline.is_some()
+    }
 }
 
 /// How newly released nodes are kicked.
@@ -248,10 +367,23 @@ impl Plan {
             if let Err(e) = state_of(&Value::Object(step.set.clone())) {
                 problems.push(format!("{at}.set: {e}"));
             }
-            if step.strategy.batch == Amount::Count(0) {
+            if step.strategy.batch.0.is_empty() {
+                problems.push(format!(
+                    "{at}.strategy.batch: the list of batch sizes is empty"
+                ));
+            }
+            if step.strategy.batch.0.contains(&Amount::Count(0)) {
                 problems.push(format!(
                     "{at}.strategy.batch: must release at least one node per batch"
                 ));
+            }
+            if let (Some(min), Some(deadline)) = (step.wait.min_healthy, step.wait.healthy_deadline)
+            {
+                if deadline <= min {
+                    problems.push(format!(
+                        "{at}.wait.healthy_deadline: {deadline} is not longer than min_healthy {min}: no node could ever pass"
+                    ));
+                }
             }
             if let Some(kick) = &step.kick {
                 match (&kick.command, &kick.consul_event) {
@@ -287,9 +419,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.steps.len(), 3);
-        assert_eq!(plan.steps[2].strategy.batch, Amount::Percent(25.0));
+        assert_eq!(plan.steps[2].strategy.batch.at(0), Amount::Percent(25.0));
         assert_eq!(plan.steps[2].strategy.max_failed, Amount::Count(1));
-        assert_eq!(plan.steps[0].strategy.batch, Amount::Percent(100.0));
+        assert_eq!(plan.steps[0].strategy.batch.at(7), Amount::Percent(100.0));
         assert_eq!(plan.steps[0].wait.timeout.unwrap().0.as_secs(), 600);
     }
 
@@ -328,6 +460,45 @@ mod tests {
         );
         let back: Strategy = serde_json::from_value(json).unwrap();
         assert_eq!(back, plan.steps[0].strategy);
+    }
+
+    #[test]
+    fn batch_lists_health_waits_and_failure_modes() {
+        let plan = parse("name: p\nsteps:\n  - cluster: web\n    set: {v: 1}\n    strategy: {batch: [1, 5, 25%], on_failure: rollback, promote: manual}\n    wait: {healthy: true, min_healthy: 1m, healthy_deadline: 5m}\n").unwrap();
+        let s = &plan.steps[0].strategy;
+        assert_eq!(
+            (0..5).map(|i| s.batch.at(i)).collect::<Vec<_>>(),
+            [
+                Amount::Count(1),
+                Amount::Count(5),
+                Amount::Percent(25.0),
+                Amount::Percent(25.0),
+                Amount::Percent(25.0)
+            ]
+        );
+        assert_eq!(s.batch.to_string(), "[1, 5, 25%]");
+        assert_eq!(
+            (s.on_failure, s.promote),
+            (OnFailure::Rollback, Promote::Manual)
+        );
+        let json = serde_json::to_value(s).unwrap();
+        assert_eq!(json["batch"], serde_json::json!([1, 5, "25%"]));
+        assert_eq!(serde_json::from_value::<Strategy>(json).unwrap(), *s);
+        assert!(plan.steps[0].wait.wants_health());
+        for (bad, needle) in [
+            ("strategy: {batch: []}", "list of batch sizes is empty"),
+            ("strategy: {batch: [1, 0]}", "at least one node"),
+            ("strategy: {batch: [1, many]}", "or a list of them"),
+            ("strategy: {on_failure: explode}", "on_failure"),
+            (
+                "wait: {min_healthy: 5m, healthy_deadline: 1m}",
+                "no node could ever pass",
+            ),
+        ] {
+            let text = format!("name: p\nsteps:\n  - cluster: web\n    set: {{v: 1}}\n    {bad}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::plan::{Kick, Plan, Step, Strategy, Wait};
+use super::plan::{Kick, Plan, Promote, Step, Strategy, Wait};
 use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
 
@@ -115,6 +115,13 @@ pub struct RolloutState {
     /// report does.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub forgiven: BTreeMap<String, String>,
+    /// With `promote: manual`: since when the first batch has passed its
+    /// gate and the rest waits for `rollout promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_promotion_since: Option<String>,
+    /// Who promoted the rollout past its first batch, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_by: Option<String>,
     /// What happened, oldest first, bounded.
     #[serde(default)]
     pub history: Vec<Event>,
@@ -140,6 +147,8 @@ impl RolloutState {
             moved_at: None,
             reason: None,
             forgiven: BTreeMap::new(),
+            awaiting_promotion_since: None,
+            promoted_by: None,
             history: Vec::new(),
         };
         state.record(Event::now(
@@ -180,6 +189,16 @@ impl RolloutState {
         }
     }
 
+    /// Whether the step waits for `rollout promote`: `promote: manual`, the
+    /// first batch out, going forward, nobody promoted it yet.
+    pub fn awaits_promotion(&self) -> bool {
+        self.strategy.promote == Promote::Manual
+            && self.promoted_by.is_none()
+            && self.direction == Direction::Forward
+            && self.batches >= 1
+            && !self.fully_moved()
+    }
+
     /// Whether the last batch has moved: every node released (forward), or
     /// none any more (back).
     pub fn fully_moved(&self) -> bool {
@@ -218,9 +237,67 @@ pub struct PlanProgress {
     pub steps: usize,
     /// How many are done.
     pub done: usize,
+    /// What each done step changed, so a plan rollback can undo it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<AppliedStep>,
+    /// How many done steps a plan rollback has undone (the last ones first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undone: usize,
     /// What happened, oldest first, bounded.
     #[serde(default)]
     pub history: Vec<Event>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What a done step changed in its cluster's desired document: the values
+/// its patch's top-level keys had before (absent: the key was not there),
+/// and how it released, so undoing it can release the old values the same
+/// way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppliedStep {
+    /// The step's index in the plan (from 0).
+    pub step: usize,
+    /// Its cluster.
+    pub cluster: String,
+    /// Each top-level key the step set, with its value before (`None`: the
+    /// desired document did not have it).
+    pub before: BTreeMap<String, Option<Value>>,
+    /// The step's strategy.
+    pub strategy: Strategy,
+    /// The step's wait settings.
+    #[serde(default)]
+    pub wait: Wait,
+}
+
+impl AppliedStep {
+    /// The patch that puts the keys back: their old values, `null` for a
+    /// key that was not there.
+    pub fn undo_patch(&self) -> Map<String, Value> {
+        self.before
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().unwrap_or(Value::Null)))
+            .collect()
+    }
+
+    /// The desired document `current` with the keys put back as they were
+    /// (a key that was not there is removed, not set to `null`).
+    pub fn restored(&self, current: &Value) -> Value {
+        let mut doc = current.as_object().cloned().unwrap_or_default();
+        for (k, v) in &self.before {
+            match v {
+                Some(v) => {
+                    doc.insert(k.clone(), v.clone());
+                }
+                None => {
+                    doc.remove(k);
+                }
+            }
+        }
+        Value::Object(doc)
+    }
 }
 
 impl PlanProgress {
@@ -231,6 +308,8 @@ impl PlanProgress {
             status: PlanStatus::Running,
             steps: plan.steps.len(),
             done: 0,
+            applied: Vec::new(),
+            undone: 0,
             history: Vec::new(),
         }
     }

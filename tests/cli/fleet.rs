@@ -349,3 +349,52 @@ fn status_is_one_request_on_etcd() {
     );
     let _ = fixture; // (the fixture view is what with_fixture imported)
 }
+
+/// A node of several clusters reports each from its own attributes file: the
+/// cluster configured for the node (config file or CONVERGENT_CLUSTER) is
+/// only a default, the file says which cluster the check-in is for. A
+/// `--cluster` flag that disagrees with the file is still refused.
+#[test]
+fn report_takes_the_cluster_from_its_attributes_file() {
+    let h = Harness::with_fixture(Backend::File);
+    std::fs::write(h.path("config.yml"), "cluster: web\n").unwrap();
+    let db = h.attributes_file("db", "web-01");
+    let db = db.to_str().unwrap();
+    let out = h.ok(&["report", "--status", "success", "--attributes", db]);
+    assert!(
+        stdout(&out).contains("observed/db/web-01: success"),
+        "{}",
+        stdout(&out)
+    );
+    let out = h
+        .cmd()
+        .env("CONVERGENT_CLUSTER", "cache")
+        .args(["report", "--status", "failure", "--attributes", db])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let observed: Value = serde_json::from_str(&stdout(&h.ok(&[
+        "--format",
+        "json",
+        "get",
+        "observed/db/web-01",
+    ])))
+    .unwrap();
+    assert_eq!(observed["status"], "failure");
+
+    let before = h.export();
+    assert_refused(
+        &h.run(&[
+            "report",
+            "--cluster",
+            "web",
+            "--status",
+            "success",
+            "--attributes",
+            db,
+        ]),
+        65,
+        &[db, "it is for cluster \"db\", not \"web\""],
+    );
+    assert_eq!(h.export(), before, "nothing was written");
+}

@@ -25,12 +25,12 @@ store_suite! {
     dry_run_shows_the_batches_and_writes_nothing,
 }
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 /// Fast timings for tests: nodes converge every 50ms, the orchestrator looks
 /// every 50ms, a node silent for 3s is absent, a killed orchestrator's lock
 /// frees itself within 5s (shorter risks losing a live lock's lease on a
 /// loaded machine).
-const FAST: [&str; 8] = [
+pub(crate) const FAST: [&str; 8] = [
     "--poll",
     "50ms",
     "--member-ttl",
@@ -41,13 +41,13 @@ const FAST: [&str; 8] = [
     "10s",
 ];
 
-fn names(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn names(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}-{i:02}")).collect()
 }
 
 /// A store holding the rollout fixture, and a fleet of 8 web and 4 db
 /// nodes that have all reported once.
-fn fleet(backend: Backend) -> (Harness, Simulation) {
+pub(crate) fn fleet(backend: Backend) -> (Harness, Simulation) {
     let h = Harness::new(backend);
     h.import(&fixture("rollout/view.yml"));
     let mut sim = Simulation::start(&h, "web", &names("web", 8), Duration::from_millis(50));
@@ -67,7 +67,7 @@ fn fleet(backend: Backend) -> (Harness, Simulation) {
 /// Asserts how a run that got under way stopped: its exit code and the
 /// reason on stderr (its progress log on stdout is expected).
 #[track_caller]
-fn assert_stopped(out: &Output, code: i32, needles: &[&str]) {
+pub(crate) fn assert_stopped(out: &Output, code: i32, needles: &[&str]) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}");
     for needle in needles {
@@ -75,20 +75,20 @@ fn assert_stopped(out: &Output, code: i32, needles: &[&str]) {
     }
 }
 
-fn plan_file(h: &Harness, name: &str, text: &str) -> String {
+pub(crate) fn plan_file(h: &Harness, name: &str, text: &str) -> String {
     let path = h.path(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
 
-fn run_plan(h: &Harness, plan: &str, extra: &[&str]) -> Output {
+pub(crate) fn run_plan(h: &Harness, plan: &str, extra: &[&str]) -> Output {
     let mut args = vec!["rollout", "run", plan];
     args.extend_from_slice(&FAST);
     args.extend_from_slice(extra);
     h.run(&args)
 }
 
-fn spawn_plan(h: &Harness, plan: &str, extra: &[&str]) -> Spawned {
+pub(crate) fn spawn_plan(h: &Harness, plan: &str, extra: &[&str]) -> Spawned {
     let mut cmd = h.process();
     cmd.args(["rollout", "run", plan])
         .args(FAST)
@@ -98,14 +98,14 @@ fn spawn_plan(h: &Harness, plan: &str, extra: &[&str]) -> Spawned {
     Spawned::new(cmd.spawn().unwrap())
 }
 
-fn record(h: &Harness, cluster: &str) -> Option<Value> {
+pub(crate) fn record(h: &Harness, cluster: &str) -> Option<Value> {
     let out = h.run(&["get", &format!("rollouts/{cluster}")]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-fn generation_of(h: &Harness, cluster: &str, node: &str) -> String {
+pub(crate) fn generation_of(h: &Harness, cluster: &str, node: &str) -> String {
     h.attributes(cluster, node)["convergent"]["generation"]
         .as_str()
         .unwrap()
@@ -113,7 +113,12 @@ fn generation_of(h: &Harness, cluster: &str, node: &str) -> String {
 }
 
 /// Waits until every node's latest observation is `cluster`'s current generation.
-fn all_caught_up(h: &Harness, sim: &Simulation, cluster: &str, nodes: &[String]) -> bool {
+pub(crate) fn all_caught_up(
+    h: &Harness,
+    sim: &Simulation,
+    cluster: &str,
+    nodes: &[String],
+) -> bool {
     eventually(WAIT, || {
         nodes.iter().all(|n| {
             let want = generation_of(h, cluster, n);
@@ -299,7 +304,7 @@ fn two_orchestrators_started_together_one_proceeds(backend: Backend) {
 }
 
 /// The nodes of `rollout` with the lowest ranks: the canary, then the batches.
-fn by_rank(id: &str, nodes: &[String]) -> Vec<String> {
+pub(crate) fn by_rank(id: &str, nodes: &[String]) -> Vec<String> {
     let mut sorted = nodes.to_vec();
     sorted.sort_by(|a, b| rank(id, a).total_cmp(&rank(id, b)));
     sorted

@@ -33,6 +33,25 @@ class ReportHandlerTest < Minitest::Test
     assert_match(%r{reported success: convergent/observed/web/web-01: success}, @log.of(:info).join)
   end
 
+  def test_declared_health_checks_are_written_and_reported_with_the_run
+    FakeRecipe.new(@node).convergent_result('web')
+    run_state = Convergent::RunState.new(@node.run_state)
+    run_state.declare_check('web', 'app-port', 'tcp' => '127.0.0.1:1', 'timeout' => '1s')
+    run_state.declare_check('web', 'app-ready', 'command' => ['true'], 'timeout' => '5s')
+    report_run(:success)
+    checks = observed.dig('health', 'checks')
+    assert_equal %w(app-port app-ready), checks.map { |c| c['name'] }
+    assert_equal [false, true], checks.map { |c| c['passed'] }
+    assert_equal false, observed.dig('health', 'healthy')
+    file = path('lib/web.checks.json')
+    assert_equal '100640', format('%o', File.stat(file).mode)
+    # A later run that declares none: the file goes, and the check-in has no recipe checks.
+    @node.run_state.delete('convergent_health_checks')
+    report_run(:success)
+    refute File.exist?(file)
+    assert_equal [], observed.dig('health', 'checks')
+  end
+
   def test_a_failed_run_reports_the_exception_class_only
     FakeRecipe.new(@node).convergent_result('web')
     exception = RuntimeError.new('password=Hunter2 was rejected')
@@ -49,6 +68,15 @@ class ReportHandlerTest < Minitest::Test
     assert_kind_of Convergent::Error, outcomes.first.last
     assert_match(/could not report success for cluster web from .*web\.json: convergent report exited 69/,
                  @log.of(:warn).join)
+  end
+
+  def test_a_why_run_writes_no_check_in_and_says_so
+    FakeRecipe.new(@node).convergent_result('web')
+    %i(success failure).each do |status|
+      assert_equal [], report_run(status, why_run: true, exception: RuntimeError.new('x'))
+    end
+    assert_nil observed
+    assert_match(/why-run: no check-in written \(the run's success applied nothing\)/, @log.of(:warn).join)
   end
 
   def test_a_run_that_read_nothing_has_nothing_to_report

@@ -36,6 +36,9 @@ struct Node {
     /// Held for the whole of a run, so `stop_node` can wait one out.
     run: Arc<Mutex<()>>,
     fail_when: Option<FailWhen>,
+    /// When set, the node's runs carry a health check (a recipe checks
+    /// file), failing while this holds for its desired document.
+    unhealthy_when: Option<FailWhen>,
     observations: Vec<Observation>,
 }
 
@@ -112,6 +115,7 @@ impl Simulation {
             running: true,
             run: Arc::new(Mutex::new(())),
             fail_when: None,
+            unhealthy_when: None,
             observations: Vec::new(),
         }));
         self.nodes.insert(node.to_string(), Arc::clone(&state));
@@ -160,6 +164,12 @@ impl Simulation {
     /// Makes a node's runs fail while `when` holds for its desired document.
     pub fn fail_when(&self, node: &str, when: FailWhen) {
         self.nodes[node].lock().unwrap().fail_when = Some(when);
+    }
+
+    /// Gives a node's runs a health check (`sim-health`) that fails while
+    /// `when` holds for its desired document (`|_| false`: always healthy).
+    pub fn unhealthy_when(&self, node: &str, when: FailWhen) {
+        self.nodes[node].lock().unwrap().unhealthy_when = Some(when);
     }
 
     /// Lets a node's runs succeed again.
@@ -241,16 +251,37 @@ fn converge(
         .fail_when
         .as_ref()
         .is_some_and(|f| f(&observation.desired));
-    let _ = env
-        .command()
+    let unhealthy = state
+        .lock()
+        .unwrap()
+        .unhealthy_when
+        .as_ref()
+        .map(|f| f(&observation.desired));
+    let mut report = env.command();
+    report
         .args([
             "report",
             "--status",
             if fails { "failure" } else { "success" },
             "--attributes",
         ])
-        .arg(file)
-        .output();
+        .arg(file);
+    if let Some(unhealthy) = unhealthy {
+        // The check is a real command the binary runs: `test` on a flag file
+        // this run sets to what the node's health should be.
+        let flag = file.with_extension("unhealthy");
+        let checks = file.with_extension("checks.json");
+        if unhealthy {
+            std::fs::write(&flag, "").ok()?;
+        } else {
+            let _ = std::fs::remove_file(&flag);
+        }
+        let doc = serde_json::json!({"checks": {"sim-health": {
+            "command": ["test", "!", "-e", flag.to_str()?], "timeout": "5s"}}});
+        std::fs::write(&checks, doc.to_string()).ok()?;
+        report.arg("--checks").arg(&checks);
+    }
+    let _ = report.output();
     Some(observation)
 }
 

@@ -1,0 +1,119 @@
+//! An operator's hand on a running rollout: pause, resume, abort, and
+//! promote past a `promote: manual` step's first batch. Each is one
+//! compare-and-set write of the rollout record, with the reason recorded; a
+//! running orchestrator sees it on its next turn.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::plan::Promote;
+use super::state::{Direction, Event, RolloutState, Status};
+use crate::clock::now_rfc3339;
+use crate::error::{Error, Result};
+use crate::fleet::{Fleet, HealthState, MemberState};
+use crate::layout::Layout;
+use crate::store::Store;
+use crate::update::update;
+
+/// An operator's action on a running rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Stop releasing until resumed.
+    Pause,
+    /// Go on after a pause.
+    Resume,
+    /// Stop releasing for good; the record stays (rollback remains).
+    Abort,
+    /// Let a `promote: manual` rollout release past its first batch.
+    Promote,
+}
+
+/// Pauses, resumes or aborts the rollout of `cluster`, with the reason
+/// recorded. A running orchestrator sees it on its next turn.
+pub fn control(
+    store: &dyn Store,
+    layout: &Layout,
+    cluster: &str,
+    action: Control,
+    actor: &str,
+    reason: Option<String>,
+) -> Result<RolloutState> {
+    let key = layout.rollout(cluster);
+    // Resuming means "the failures that stopped you are dealt with": the
+    // failure reports there are now stop counting; each node's next
+    // report counts again. (Compared by the report's own time stamp, so no
+    // clocks need to agree.)
+    let forgiven: BTreeMap<String, String> = match action {
+        Control::Resume => Fleet::read(store, layout, cluster, Duration::MAX, SystemTime::now())?
+            .members
+            .into_iter()
+            .filter(|m| {
+                m.state == MemberState::Failed || m.health_state() == HealthState::Unhealthy
+            })
+            .filter_map(|m| Some((m.node, m.reported_at?)))
+            .collect(),
+        Control::Pause | Control::Abort | Control::Promote => BTreeMap::new(),
+    };
+    let docs = update(store, std::slice::from_ref(&key), |current| {
+        let Some(doc) = &current.docs[0] else {
+            return Err(Error::Stopped(format!(
+                "cluster {cluster} has no active rollout"
+            )));
+        };
+        let mut s = RolloutState::from_document(&key, doc)?;
+        if action == Control::Promote {
+            if s.strategy.promote != Promote::Manual {
+                return Err(Error::Stopped(format!(
+                    "the rollout of {cluster} promotes itself (its step has no `promote: manual`): nothing to promote"
+                )));
+            }
+            if let Some(by) = &s.promoted_by {
+                return Err(Error::Stopped(format!(
+                    "the rollout of {cluster} was already promoted ({by})"
+                )));
+            }
+            if s.direction != Direction::Forward || s.status == Status::Aborted {
+                return Err(Error::Stopped(format!(
+                    "the rollout of {cluster} is being rolled back or was aborted: nothing to promote"
+                )));
+            }
+            let why = reason
+                .clone()
+                .unwrap_or_else(|| format!("promoted by {actor}"));
+            s.promoted_by = Some(format!("{actor} at {}", now_rfc3339()));
+            s.record(Event::now(actor, "promoted", why));
+            return Ok(Some(vec![Some(s.to_document())]));
+        }
+        let (event, status) = match (action, s.status) {
+            (Control::Pause, Status::Running) => ("paused", Status::Paused),
+            (Control::Resume, Status::Paused) => ("resumed", Status::Running),
+            (Control::Abort, Status::Running | Status::Paused) => ("aborted", Status::Aborted),
+            (_, current) => {
+                return Err(Error::Stopped(format!(
+                    "the rollout of {cluster} is {}: nothing to {}",
+                    serde_json::to_value(current)
+                        .expect("serializes")
+                        .as_str()
+                        .unwrap_or_default(),
+                    match action {
+                        Control::Pause => "pause",
+                        Control::Resume => "resume",
+                        Control::Abort => "abort",
+                        Control::Promote => "promote",
+                    }
+                )))
+            }
+        };
+        s.status = status;
+        if action == Control::Resume {
+            s.forgiven = forgiven.clone();
+        }
+        let why = reason
+            .clone()
+            .unwrap_or_else(|| format!("{event} by {actor}"));
+        s.reason = (status != Status::Running).then(|| why.clone());
+        s.record(Event::now(actor, event, why));
+        Ok(Some(vec![Some(s.to_document())]))
+    })?;
+    RolloutState::from_document(&key, docs[0].as_ref().expect("the record exists"))
+}
