@@ -399,6 +399,10 @@ fn describe(progress: &Progress) -> String {
         Progress::Kicked { cluster, nodes, failures } => {
             format!("{cluster}: kicked {}, {} failed: {}", count(*nodes, "node"), failures.len(), failures.join("; "))
         }
+        Progress::WaitingForConstraints { cluster, waiting_for } => format!(
+            "{cluster}: the next batch waits for other tiers: {}",
+            waiting_for.join("; ")
+        ),
         Progress::StoreUnavailable { cluster, reason } => format!("{cluster}: the store cannot be reached, trying again: {reason}"),
         Progress::AwaitingPromotion { cluster, batches } => format!(
             "{cluster}: batch {batches} passed its gate; waiting for `convergent rollout promote {cluster}` (promote: manual)"

@@ -1,16 +1,20 @@
 //! The orchestrator keeps the constraints other clusters depend on: a step
 //! that would make its cluster offer what another cluster's desired state
 //! no longer accepts (a db downgrade below what live web requires) is
-//! refused before anything is written, at dry run and at run.
+//! refused before anything is written, at dry run and at run; and a batch
+//! is released only while the constraints of the rollout's state hold.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
-use crate::constraints::{offers, requirements, Requirement};
+use crate::compatible::Observed;
+use crate::constraints::{evaluate, offers, requirements, Requirement};
 use crate::document::{fold, merged, Nulls};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use crate::resolve::ClusterInputs;
 use crate::rollout::plan::Plan;
 use crate::store::{Entry, Store};
 
@@ -124,4 +128,40 @@ pub fn check_plan(store: &dyn Store, layout: &Layout, plan: &Plan, from: usize) 
         declared.check_step(layout, plan, index)?;
     }
     Ok(())
+}
+
+/// The constraints of `inputs`' rollout state (defaults < desired < patch)
+/// that the required tiers' check-ins do not meet now, one line each; empty
+/// when they all hold or the state requires nothing.
+pub fn unmet(
+    store: &dyn Store,
+    layout: &Layout,
+    inputs: &ClusterInputs,
+    member_ttl: Duration,
+    now: SystemTime,
+) -> Result<Vec<String>> {
+    let empty = Value::Object(Map::new());
+    let layer = |l: Option<&crate::resolve::Layer>| l.map_or(empty.clone(), |l| l.doc.doc.clone());
+    let standing = merged(
+        &layer(inputs.defaults.as_ref()),
+        &layer(inputs.desired.as_ref()),
+        Nulls::Remove,
+    );
+    let next = merged(
+        &standing,
+        &layer(inputs.rollout.as_ref().map(|r| &r.patch)),
+        Nulls::Remove,
+    );
+    let Ok(reqs) = requirements(&next) else {
+        return Ok(Vec::new()); // nodes refuse bad constraints themselves, naming the key
+    };
+    let mut observed = Observed::new(store, layout);
+    let mut out = Vec::new();
+    for req in &reqs {
+        let check = evaluate(req, observed.reports(&req.cluster)?, member_ttl, now);
+        if !check.met {
+            out.push(check.waiting_for());
+        }
+    }
+    Ok(out)
 }

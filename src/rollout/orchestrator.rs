@@ -85,6 +85,12 @@ pub enum Progress {
         absent: usize,
         elapsed_s: u64,
     },
+    /// The next batch waits: the rollout's state requires what other
+    /// tiers' check-ins do not show yet.
+    WaitingForConstraints {
+        cluster: String,
+        waiting_for: Vec<String>,
+    },
     /// Newly released nodes were kicked.
     Kicked {
         cluster: String,
@@ -202,6 +208,15 @@ impl<'a> Orchestrator<'a> {
         if !matches!(progress, Progress::Waiting { .. }) {
             self.promotion_said = false;
         }
+        if matches!(progress, Progress::WaitingForConstraints { .. }) {
+            // Said again only when what it waits for changes.
+            if self.last_waiting.as_ref() == Some(&progress) {
+                return;
+            }
+            self.last_waiting = Some(progress.clone());
+            self.observer.notify(&progress);
+            return;
+        }
         if matches!(progress, Progress::Waiting { .. }) {
             let mut counts_only = progress.clone();
             if let Progress::Waiting { elapsed_s, .. } = &mut counts_only {
@@ -215,6 +230,34 @@ impl<'a> Orchestrator<'a> {
             self.last_waiting = None;
         }
         self.observer.notify(&progress);
+    }
+
+    /// Whether a forward release must wait for other tiers: the rollout's
+    /// state requires what their check-ins do not show yet (said once).
+    fn constraints_wait(
+        &mut self,
+        cluster: &str,
+        fleet: &Fleet,
+        direction: Direction,
+    ) -> Result<bool> {
+        if direction != Direction::Forward {
+            return Ok(false);
+        }
+        let waiting_for = compat::unmet(
+            self.store,
+            &self.layout,
+            &fleet.inputs,
+            self.options.member_ttl,
+            SystemTime::now(),
+        )?;
+        if waiting_for.is_empty() {
+            return Ok(false);
+        }
+        self.notify(Progress::WaitingForConstraints {
+            cluster: cluster.to_string(),
+            waiting_for,
+        });
+        Ok(true)
     }
 
     /// The cluster's fleet as it is now: one read of the store.
@@ -499,6 +542,9 @@ impl<'a> Orchestrator<'a> {
         };
         let order = ranked(id, fleet.batch_members().iter().map(|m| m.node.as_str()));
         if state.batches == 0 {
+            if self.constraints_wait(cluster, &fleet, direction)? {
+                return Ok(Turn::Waiting);
+            }
             self.release(cluster, &state, &order)?;
             return Ok(Turn::Moved);
         }
@@ -553,6 +599,9 @@ impl<'a> Orchestrator<'a> {
             Gate::Pass => {
                 let since = *gate_open_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < state.strategy.pause.0 {
+                    return Ok(Turn::Waiting);
+                }
+                if self.constraints_wait(cluster, &fleet, direction)? {
                     return Ok(Turn::Waiting);
                 }
                 *gate_open_since = None;

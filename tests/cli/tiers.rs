@@ -17,6 +17,7 @@ store_suite! {
     a_node_down_through_the_change_returns_to_a_compatible_state,
     without_a_hold_state_an_incompatible_node_gets_nothing,
     a_db_downgrade_live_web_forbids_is_refused,
+    a_released_node_holds_to_the_state_before_the_rollout,
     web_and_db_rolled_in_parallel_never_run_an_incompatible_pair,
 }
 
@@ -107,47 +108,35 @@ fn the_canary_waits_for_the_other_tier_then_moves_by_itself(backend: Backend) {
 
     let run = spawn_plan(&h, &fixture("tiers/web-2.5.yml").display().to_string());
 
-    // The canary is released, but db still reports 5.0: it stays on 2.4.
-    // The plan's first step is rollout `web-2.5.0.1`.
+    // db still reports 5.0: the orchestrator releases no web node, and every
+    // web node keeps running 2.4.
+    assert!(
+        eventually(WAIT, || record_of(&h, "web").is_some()),
+        "the rollout record is written"
+    );
+    let runs_before: usize = web.iter().map(|n| sim.observations(n).len()).sum();
+    assert!(
+        eventually(WAIT, || web
+            .iter()
+            .map(|n| sim.observations(n).len())
+            .sum::<usize>()
+            >= runs_before + 20),
+        "web keeps running"
+    );
+    for n in &web {
+        for o in sim.observations(n) {
+            assert_eq!(version(&o.desired), "2.4.0", "{n} moved too early");
+            assert_ne!(o.released, Some(true), "{n} released while db runs 5.0");
+        }
+    }
+    assert_eq!(record_of(&h, "web").unwrap()["threshold"], 0.0);
+    // The plan's first step is rollout `web-2.5.0.1`: its canary is the
+    // lowest rank.
     let canary = web
         .iter()
         .min_by(|a, b| rank("web-2.5.0.1", a).total_cmp(&rank("web-2.5.0.1", b)))
         .unwrap()
         .clone();
-    let first_released = || {
-        sim.observations(&canary)
-            .iter()
-            .position(|o| o.released == Some(true))
-    };
-    assert!(
-        eventually(WAIT, || first_released().is_some()),
-        "the canary is released"
-    );
-    let seen = first_released().unwrap();
-    assert!(
-        eventually(WAIT, || sim.observations(&canary).len() >= seen + 5),
-        "the canary keeps running"
-    );
-    for o in &sim.observations(&canary)[seen..] {
-        assert_eq!(version(&o.desired), "2.4.0", "the canary moved too early");
-        assert_eq!(o.released, Some(true));
-    }
-    let held = h.attributes("web", &canary);
-    let c = &held["convergent"]["constraints"];
-    assert_eq!(c["met"], false, "{held}");
-    assert_eq!(c["held_to"], "previous", "{held}");
-    assert!(
-        c["waiting_for"][0].as_str().unwrap().contains(
-            "db: version >=5.1, <6 on 100% of nodes (0 of 3 live node(s) match, 3 needed)"
-        ),
-        "{held}"
-    );
-    let explained = stdout(&h.ok(&["explain", "--cluster", "web", "--node", &canary]));
-    assert!(explained.contains("constraints: NOT MET"), "{explained}");
-    assert!(
-        explained.contains("observed version=5.0.0: 3"),
-        "{explained}"
-    );
 
     // db moves to 5.1 on its own: once all its nodes report it, the
     // canary moves by itself, and the plan goes on to the end.
@@ -161,7 +150,12 @@ fn the_canary_waits_for_the_other_tier_then_moves_by_itself(backend: Backend) {
     );
     let out = run.wait_with_output();
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("completed"), "{}", stdout(&out));
+    let log = stdout(&out);
+    assert!(log.contains("completed"), "{log}");
+    assert!(
+        log.contains("web: the next batch waits for other tiers: db: version >=5.1, <6 on 100% of nodes (0 of 3 live node(s) match, 3 needed)"),
+        "{log}"
+    );
     let pairs = incompatible_pairs(&sim, &web, &db);
     assert!(pairs.is_empty(), "{pairs:?}");
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
@@ -336,6 +330,49 @@ fn web_and_db_rolled_in_parallel_never_run_an_incompatible_pair(backend: Backend
     let pairs = incompatible_pairs(&sim, &web, &db);
     assert!(pairs.is_empty(), "{pairs:?}");
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+/// The rollout record of `cluster`, as `get` prints it.
+fn record_of(h: &Harness, cluster: &str) -> Option<Value> {
+    let out = h.run(&["get", &format!("rollouts/{cluster}")]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn a_released_node_holds_to_the_state_before_the_rollout(backend: Backend) {
+    let h = Harness::new(backend);
+    h.import(&fixture("tiers/view.yml"));
+    h.converge("db", "db-01", "success");
+    // Released by hand (or before db went back): the patch needs db 5.1.
+    h.put_document(
+        "convergent/rollouts/web",
+        serde_json::json!({"id": "web-2.5", "status": "running", "threshold": 1.0,
+            "patch": {"version": "2.5.0", "requires": {"db": {"version": ">=5.1, <6"}}}}),
+    );
+    let held = h.attributes("web", "web-01");
+    let c = &held["convergent"];
+    assert_eq!(c["rollout"]["released"], true, "{held}");
+    assert_eq!(c["desired"]["version"], "2.4.0", "{held}");
+    assert_eq!(c["constraints"]["held_to"], "previous", "{held}");
+    assert!(
+        c["constraints"]["waiting_for"][0]
+            .as_str()
+            .unwrap()
+            .contains(
+                "db: version >=5.1, <6 on 100% of nodes (0 of 1 live node(s) match, 1 needed)"
+            ),
+        "{held}"
+    );
+    let explained = stdout(&h.ok(&["explain", "--cluster", "web", "--node", "web-01"]));
+    assert!(
+        explained.contains("node held to the cluster's desired state without the rollout patch"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("observed version=5.0.0: 1"),
+        "{explained}"
+    );
 }
 
 #[test]
