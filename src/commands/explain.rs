@@ -41,6 +41,10 @@ struct Explanation {
     removed: Vec<Removal>,
     recent_changes: Vec<Change>,
     check_in: Option<CheckIn>,
+    /// Why the check-in could not be shown: it reads the whole fleet, so
+    /// another node's broken document must not hide this node's explanation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    check_in_unreadable: Option<String>,
 }
 
 /// What the node last reported, and whether that holds a rollout's batch.
@@ -132,6 +136,11 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
         .collect();
 
     let (cluster_name, node_name) = (cluster.clone(), node.clone());
+    let (check_in, check_in_unreadable) =
+        match check_in(ctx, store.as_ref(), &cluster_name, &node_name) {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
     let explanation = Explanation {
         cluster,
         node,
@@ -145,7 +154,8 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
         values: values(&inputs, &resolution, filter.as_deref()),
         removed: removals(&inputs, &resolution, filter.as_deref()),
         recent_changes,
-        check_in: check_in(ctx, store.as_ref(), &cluster_name, &node_name)?,
+        check_in,
+        check_in_unreadable,
     };
     match format {
         Format::Table => output::print(&explanation.to_text(filter.as_deref())),
@@ -408,6 +418,14 @@ impl Explanation {
         }
         if let Some(c) = &self.check_in {
             out.push_str(&check_in_text(c));
+        }
+        if let Some(why) = &self.check_in_unreadable {
+            // An error names keys and problems; keep it on one line.
+            let why: String = why
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            out.push_str(&format!("check-in: cannot be shown: {why}\n"));
         }
         out.push('\n');
         if let Some(c) = &self.constraints {

@@ -304,6 +304,14 @@ fn a_broken_value_in_one_key_is_refused_naming_it() {
         "json",
     ]);
     let explained: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Its check-in reads the whole fleet, where web-05's document is
+    // broken: said, without hiding web-06's explanation.
+    assert!(
+        explained["check_in_unreadable"]
+            .as_str()
+            .is_some_and(|why| why.contains("convergent/clusters/web/nodes/web-05")),
+        "{explained}"
+    );
     let state = explained["values"]
         .as_array()
         .unwrap()
