@@ -147,7 +147,7 @@ class ZooKeeper:
 
     JAR = "/usr/share/java/zookeeper.jar"
 
-    def __init__(self):
+    def __init__(self, extra=""):
         self.dir = tempfile.mkdtemp(prefix="convergent-bench-zk-")
         self.port = free_port()
         os.makedirs(os.path.join(self.dir, "data"))
@@ -159,8 +159,9 @@ class ZooKeeper:
                 f"clientPort={self.port}\n"
                 "clientPortAddress=127.0.0.1\n"
                 "admin.enableServer=false\n"
-                "4lw.commands.whitelist=ruok,srvr\n"
+                "4lw.commands.whitelist=ruok,srvr,mntr\n"
                 "maxSessionTimeout=60000\n"
+                + extra
             )
         log = open(os.path.join(self.dir, "zk.log"), "w")
         self.process = subprocess.Popen(

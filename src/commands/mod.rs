@@ -9,7 +9,7 @@ mod rollout;
 mod status;
 mod transfer;
 mod validate;
-mod watch;
+pub mod watch;
 
 use clap::CommandFactory;
 

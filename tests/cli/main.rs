@@ -21,4 +21,5 @@ mod stores;
 mod transfer;
 mod validate;
 mod watch;
+mod watch_fleet;
 mod zookeeper;
