@@ -105,7 +105,7 @@ def _etcd_healthy(addr):
 class Consul:
     """A `consul agent -dev` (data in memory) when CONVERGENT_TEST_CONSUL_BIN is set."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, extra=None):
         self.dir = tempfile.mkdtemp(prefix="convergent-bench-consul-")
         self.port = free_port()
         config = {
@@ -114,12 +114,13 @@ class Consul:
             "client_addr": "127.0.0.1",
             "advertise_addr": "127.0.0.1",
             "ports": {
-                "http": self.port, "dns": -1, "grpc": -1, "grpc_tls": -1,
+                "http": self.port, "dns": -1, "grpc": -1,
                 "serf_lan": free_port(), "serf_wan": free_port(), "server": free_port(),
             },
             "disable_update_check": True,
             "log_level": "warn",
         }
+        config.update(extra or {})
         path = os.path.join(self.dir, "agent.json")
         with open(path, "w") as f:
             json.dump(config, f)

@@ -12,6 +12,7 @@ skipped with a message when neither is there; ZooKeeper standalone with
 watchers` processes of up to --per-process agents each, every agent running
 the `watch` loop of the library (`convergent::commands::watch::follow`) with
 its own store connection(s), its program `fleet mark`, which logs its start.
+Consul's `limits.http_max_conns_per_client` is raised likewise.
 Then, each step bounded by a deadline:
 
 1. waits for every agent's first run (all N watching);
@@ -249,8 +250,11 @@ class ZooKeeperStore:
 class ConsulStore:
     name = "Consul 1.10.12, one dev agent"
 
-    def __init__(self, binary):
-        self.server = servers.Consul(binary)
+    def __init__(self, binary, n):
+        # Every simulated agent connects from 127.0.0.1: lift the per-client
+        # connection limit (default 200) above the fleet's six per agent.
+        self.server = servers.Consul(
+            binary, {"limits": {"http_max_conns_per_client": 8 * n + 100}})
 
     def __enter__(self):
         self.server.__enter__()
@@ -393,7 +397,7 @@ def run(args, install):
             log(f"SKIPPED: no Consul agent ({CONSUL_INSTALL} absent, "
                 "CONVERGENT_TEST_CONSUL_BIN unset)")
             return None
-        store = ConsulStore(binary)
+        store = ConsulStore(binary, args.n)
     elif args.store == "etcd":
         store = EtcdStore()
     else:
