@@ -3,6 +3,7 @@
     scripts/simulate watchers --store etcd|consul|zk --n N
                               [--per-process 2500] [--idle 60] [--no-restart]
                               [--results target/watchers.jsonl] [--debug]
+    scripts/simulate watchers --report [--out BENCHMARKS.md]
 
 Starts the store on loopback (etcd: 3 members; Consul: the real agent that
 /work/shared/tools/consul/install.sh unpacks, or CONVERGENT_TEST_CONSUL_BIN,
@@ -27,7 +28,8 @@ Then, each step bounded by a deadline:
    and the peak store request rate against the rate of the startup.
 
 Every process it starts is stopped at the end, also on errors and Ctrl-C.
-One JSON line of results per run goes to --results.
+One JSON line of results per run goes to --results; `--report` writes the
+newest result per store and size into BENCHMARKS.md.
 """
 
 import argparse
@@ -58,11 +60,17 @@ def log(message):
 
 
 def raise_fd_limit():
-    """Each agent holds up to five store connections: lift the soft limit to
-    the hard one (children inherit it)."""
+    """Each agent holds up to six store connections: lift the open-files
+    limit (children, the stores among them, inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+    try:
+        # Root may raise the hard limit too: a store member serving 3,000+
+        # agents holds 20,000 connections.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (262144, 262144))
+        return 262144
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
 
 
 def proc_cpu_s(pid):
@@ -407,7 +415,11 @@ def run(args, install):
     result = {"store": store.name, "n": n, "processes": processes, "fd_limit": fd_limit,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_before": os.getloadavg()[0], "build": profile_dir}
-    work = tempfile.mkdtemp(prefix="convergent-watchers-")
+    # In memory when the machine has /dev/shm: each agent writes and syncs
+    # three small files per run, which on a real node is its own disk's
+    # business, not N nodes' on one shared disk.
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    work = tempfile.mkdtemp(prefix="convergent-watchers-", dir=shm)
     watch_proc = None
     try:
         with store:
@@ -529,6 +541,90 @@ def run(args, install):
     return result
 
 
+def fmt(value, spec, unit=""):
+    return "—" if value is None else f"{value:{spec}}{unit}"
+
+
+def report(results_path, out):
+    """The newest result per store and size, as tables in `out` between the
+    `<!-- watchers -->` markers (before the fleet simulation's)."""
+    latest = {}
+    with open(results_path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("build") == "release":  # debug builds only check the machinery
+                latest[(r["store"], r["n"])] = r
+    rows = sorted(latest.values(), key=lambda r: (r["store"], r["n"]))
+    lines = [
+        "## Watch agents at fleet scale",
+        "",
+        "`scripts/simulate watchers --store S --n N`: N real `watch` agent loops "
+        "(`fleet watchers`, up to 2,500 per process, each agent with its own store "
+        "connections) and their program `fleet mark`; see scripts/watchers.py for "
+        "what each step does. Load is the machine's 1-minute load average when the "
+        "run started (2 cores, shared).",
+        "",
+        "### Change to command",
+        "",
+        "| store | agents | startup (all running) | p50 | p99 | max | told | woken by another "
+        "node's change | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['store']} | {r['n']:,} | {fmt(r.get('startup_s'), '.1f', ' s')} "
+            f"| {fmt(r.get('latency_p50_s'), '.2f', ' s')} "
+            f"| {fmt(r.get('latency_p99_s'), '.2f', ' s')} "
+            f"| {fmt(r.get('latency_max_s'), '.2f', ' s')} | {r.get('told', 0):,} "
+            f"| {r.get('woken_not_theirs', '—')} | {r['load_before']:.0f} |")
+    lines += [
+        "",
+        "### Idle cost",
+        "",
+        "| store | agents | store CPU / 1,000 agents | store RSS / 1,000 agents "
+        "| connections / 1,000 agents | requests / idle agent / min | agents' processes "
+        "CPU, RSS | one `convergent watch`: RSS, CPU / hour |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['store']} | {r['n']:,} | {fmt(r.get('store_cpu_pct_per_1000'), '.1f', '%')} "
+            f"| {fmt(r.get('store_rss_mib_per_1000'), '.0f', ' MiB')} "
+            f"| {fmt(r.get('store_connections_per_1000'), ',.0f')} "
+            f"| {fmt(r.get('idle_requests_per_agent_min'), '.2f')} "
+            f"| {fmt(r.get('fleet_cpu_pct'), '.1f', '%')}, {fmt(r.get('fleet_rss_mib'), '.0f', ' MiB')} "
+            f"| {fmt(r.get('one_agent_rss_mib'), '.1f', ' MiB')}, "
+            f"{fmt(r.get('one_agent_cpu_s_per_hour'), '.2f', ' s')} |")
+    lines += [
+        "",
+        "### Store restart",
+        "",
+        "| store | agents | store down | all watching again after | peak requests/s "
+        "| startup requests/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "restart_all_watching_s" not in r:
+            continue
+        lines.append(
+            f"| {r['store']} | {r['n']:,} | {fmt(r.get('restart_down_s'), '.1f', ' s')} "
+            f"| {fmt(r.get('restart_all_watching_s'), '.1f', ' s')} "
+            f"| {fmt(r.get('restart_peak_requests_per_s'), ',.0f')} "
+            f"| {fmt(r.get('startup_requests_per_s'), ',.0f')} |")
+    text = open(out).read()
+    start, end = "<!-- watchers -->", "<!-- /watchers -->"
+    block = start + "\n\n" + "\n".join(lines) + "\n\n" + end
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        head, tail = text.split("<!-- simulate -->", 1)
+        text = head + block + "\n\n<!-- simulate -->" + tail
+    with open(out, "w") as f:
+        f.write(text)
+    log(f"wrote {out}")
+
+
 def main(argv, install):
     parser = argparse.ArgumentParser(prog="scripts/simulate watchers")
     parser.add_argument("--store", choices=["etcd", "consul", "zk"], required=True)
@@ -539,7 +635,13 @@ def main(argv, install):
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument("--debug", action="store_true", help="debug build (quicker to build)")
     parser.add_argument("--results", default=os.path.join(REPO, "target", "watchers.jsonl"))
+    parser.add_argument("--report", action="store_true",
+                        help="only write the tables of --results into --out")
+    parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
     args = parser.parse_args(argv)
+    if args.report:
+        report(args.results, args.out)
+        return 0
     result = run(args, install)
     if result is None:
         return 0
