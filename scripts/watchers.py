@@ -414,7 +414,9 @@ def run(args, install):
     processes = max(1, math.ceil(n / args.per_process))
     result = {"store": store.name, "n": n, "processes": processes, "fd_limit": fd_limit,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "load_before": os.getloadavg()[0], "build": profile_dir}
+              "load_before": os.getloadavg()[0], "build": profile_dir,
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                       capture_output=True, text=True).stdout.strip()}
     # In memory when the machine has /dev/shm: each agent writes and syncs
     # three small files per run, which on a real node is its own disk's
     # business, not N nodes' on one shared disk.
@@ -531,6 +533,10 @@ def run(args, install):
                     result["restart_all_watching_s"] = time.monotonic() - back_at
                     result["restart_peak_requests_per_s"] = max(rates) if rates else 0
             result["load_after"] = os.getloadavg()[0]
+    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+        # What was measured before the failure is kept, marked.
+        result["error"] = str(e)[:300]
+        result["load_after"] = os.getloadavg()[0]
     finally:
         if watch_proc:
             servers.stop(watch_proc)
@@ -645,6 +651,8 @@ def main(argv, install):
     result = run(args, install)
     if result is None:
         return 0
+    if "error" in result:
+        log(f"FAILED: {result['error']} (partial results kept)")
     print(json.dumps(result, indent=1))
     os.makedirs(os.path.dirname(args.results), exist_ok=True)
     with open(args.results, "a") as f:

@@ -265,9 +265,12 @@ impl Agent<'_> {
                         failures = 0;
                         if self.differs(&doc) {
                             self.act(doc)?;
-                            // Whatever changed meanwhile is looked at now, once.
-                            look = true;
-                            continue;
+                            // Whatever changed during the run is queued in
+                            // the feed: the next wait says so at once, and
+                            // we look then, once. No change, no read (a
+                            // fleet-wide change costs the store one read per
+                            // agent, not two).
+                            look = false;
                         }
                     }
                     Err(e) if e.is_unavailable() => {
