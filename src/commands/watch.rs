@@ -264,13 +264,12 @@ impl Agent<'_> {
                     Ok(doc) => {
                         failures = 0;
                         if self.differs(&doc) {
+                            // No look right after: whatever changed during
+                            // the run is queued in the feed, the wait below
+                            // says so at once and we look then, once. No
+                            // change, no read (a fleet-wide change costs the
+                            // store one read per agent, not two).
                             self.act(doc)?;
-                            // Whatever changed during the run is queued in
-                            // the feed: the next wait says so at once, and
-                            // we look then, once. No change, no read (a
-                            // fleet-wide change costs the store one read per
-                            // agent, not two).
-                            look = false;
                         }
                     }
                     Err(e) if e.is_unavailable() => {
