@@ -105,7 +105,7 @@ def _etcd_healthy(addr):
 class Consul:
     """A `consul agent -dev` (data in memory) when CONVERGENT_TEST_CONSUL_BIN is set."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, extra=None):
         self.dir = tempfile.mkdtemp(prefix="convergent-bench-consul-")
         self.port = free_port()
         config = {
@@ -114,12 +114,13 @@ class Consul:
             "client_addr": "127.0.0.1",
             "advertise_addr": "127.0.0.1",
             "ports": {
-                "http": self.port, "dns": -1, "grpc": -1, "grpc_tls": -1,
+                "http": self.port, "dns": -1, "grpc": -1,
                 "serf_lan": free_port(), "serf_wan": free_port(), "server": free_port(),
             },
             "disable_update_check": True,
             "log_level": "warn",
         }
+        config.update(extra or {})
         path = os.path.join(self.dir, "agent.json")
         with open(path, "w") as f:
             json.dump(config, f)
@@ -147,7 +148,7 @@ class ZooKeeper:
 
     JAR = "/usr/share/java/zookeeper.jar"
 
-    def __init__(self):
+    def __init__(self, extra=""):
         self.dir = tempfile.mkdtemp(prefix="convergent-bench-zk-")
         self.port = free_port()
         os.makedirs(os.path.join(self.dir, "data"))
@@ -159,8 +160,9 @@ class ZooKeeper:
                 f"clientPort={self.port}\n"
                 "clientPortAddress=127.0.0.1\n"
                 "admin.enableServer=false\n"
-                "4lw.commands.whitelist=ruok,srvr\n"
+                "4lw.commands.whitelist=ruok,srvr,mntr\n"
                 "maxSessionTimeout=60000\n"
+                + extra
             )
         log = open(os.path.join(self.dir, "zk.log"), "w")
         self.process = subprocess.Popen(

@@ -142,18 +142,6 @@ pub fn node_roots(layout: &Layout, cluster: &str, node: &str) -> Vec<String> {
     ]
 }
 
-/// The trees a node's agent follows for changes: broader than
-/// [`node_roots`] (the whole cluster's keys), so that few streams suffice; a
-/// change elsewhere in the cluster only makes the agent look again and find
-/// its own generation unchanged.
-pub fn watch_roots(layout: &Layout, cluster: &str) -> Vec<String> {
-    vec![
-        layout.defaults(),
-        layout.key(&format!("clusters/{cluster}")),
-        layout.rollout(cluster),
-    ]
-}
-
 /// What one read gives for one node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeInputs {

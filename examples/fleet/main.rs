@@ -5,6 +5,8 @@
 //! fleet view --nodes N [--rollout]            a view of N web nodes, as YAML, on stdout
 //! fleet simulate --store URL --nodes N ...    N simulated nodes in one process
 //! fleet proxy --to H:P --stats FILE           a counting HTTP proxy on loopback
+//! fleet watchers --store URL --count N ...    N real `watch` agent loops in one process
+//! fleet mark FILE                             the agents' program: logs its start
 //! ```
 //!
 //! Run with `cargo run --release --example fleet -- SUBCOMMAND …`.
@@ -12,6 +14,7 @@
 mod proxy;
 mod simulate;
 mod view;
+mod watchers;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,7 +25,12 @@ fn main() -> ExitCode {
         Some("view") => view::run(&args[1..]),
         Some("simulate") => simulate::run(&args[1..]),
         Some("proxy") => proxy::run(&args[1..]),
-        _ => Err("usage: fleet view|simulate|proxy [OPTIONS] (see examples/fleet/main.rs)".into()),
+        Some("watchers") => watchers::run(&args[1..]),
+        Some("mark") => watchers::mark(&args[1..]),
+        _ => Err(
+            "usage: fleet view|simulate|proxy|watchers|mark [OPTIONS] (see examples/fleet/main.rs)"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ mod rollout;
 mod status;
 mod transfer;
 mod validate;
-mod watch;
+pub mod watch;
 
 use crate::cli::{Cli, Command, NodeTarget};
 use crate::config::Settings;

@@ -1,6 +1,8 @@
-//! `watch`: a small node agent. It follows the store's change feed for the
-//! keys this node's resolution depends on (the defaults, its cluster's keys,
-//! its cluster's rollout: never the reports of the fleet) and, when the node's desired
+//! `watch`: a small node agent. It follows the store's change feed for
+//! exactly the keys this node's resolution depends on (the defaults, its
+//! cluster's schema and desired state, its own override, its cluster's
+//! rollout: never another node's keys or the fleet's reports, so a change
+//! for one node wakes no other agent) and, when the node's desired
 //! generation differs from the one it last ran for, writes the fresh
 //! attributes file and runs the program (typically `chef-client`).
 //!
@@ -9,7 +11,8 @@
 //! - a change that resolves to the same generation for this node runs nothing;
 //! - a splay before each run keeps a fleet off the Chef server's back: a
 //!   random share of it, or a fixed share per node (`--splay-from node`);
-//! - store errors back off (1s doubling to 1 min); SIGTERM/SIGINT stop it
+//! - store errors back off (a random wait in a window doubling from 10 s to
+//!   1 min, so a fleet does not come back in step); SIGTERM/SIGINT stop it
 //!   cleanly, passing SIGTERM on to a running program;
 //! - the generation last run for is kept next to the attributes file
 //!   (`FILE.generation`), so a restart does not run again for nothing.
@@ -35,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::layout::{check_name, NameKind};
 use crate::node_attributes::AttributesDocument;
 use crate::output::Format;
-use crate::resolve::watch_roots;
+use crate::resolve::node_roots;
 use crate::rollout::rank::rank;
 use crate::store::{ChangeFeed, Store};
 
@@ -43,6 +46,11 @@ use crate::store::{ChangeFeed, Store};
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Longest wait between tries when the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The window [`Agent::backoff`] draws from after `failures` failures.
+fn backoff_window(failures: u32) -> Duration {
+    (Duration::from_secs(10) * 2u32.pow(failures.saturating_sub(1).min(3))).min(MAX_BACKOFF)
+}
 
 /// Runs `watch` until SIGTERM or SIGINT.
 pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
@@ -58,20 +66,69 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
             .map_err(|e| Error::Usage(format!("cannot handle signals: {e}")))?;
     }
     let store = ctx.open_store()?;
-    let mut agent = Agent {
-        ctx,
-        store,
+    let spec = AgentSpec {
         cluster,
         node,
         program,
         args: args.args.clone(),
         splay: args.splay.0,
         splay_from: args.splay_from,
-        interval: args.interval.0.max(Duration::from_secs(1)),
+        interval: args.interval.0,
         output: args.output.clone(),
-        last_run_for: None,
         health_interval: args.health_interval.0,
         checks: args.checks.clone(),
+    };
+    follow(ctx, store, spec, stop)
+}
+
+/// What one node's agent follows and runs: the `watch` command line, checked.
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    /// The node's cluster (a checked name).
+    pub cluster: String,
+    /// The node (a checked name).
+    pub node: String,
+    /// The program to run, found and executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Longest wait before a run.
+    pub splay: Duration,
+    /// How the share of the splay is drawn.
+    pub splay_from: SplayFrom,
+    /// How often to look even without a change (at least 1 s).
+    pub interval: Duration,
+    /// Where the attributes file goes; decided at the first fetch when not given.
+    pub output: Option<PathBuf>,
+    /// How often to re-run the health checks and re-report (zero: never).
+    pub health_interval: Duration,
+    /// The recipe's checks file, if any.
+    pub checks: Option<PathBuf>,
+}
+
+/// Runs one node's watch loop on `store` until `stop` is raised: the loop
+/// `watch` runs, exposed so that a simulation can run thousands of agents
+/// in one process, each with its own store connections.
+pub fn follow(
+    ctx: &Context,
+    store: Box<dyn Store>,
+    spec: AgentSpec,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut agent = Agent {
+        ctx,
+        store,
+        cluster: spec.cluster,
+        node: spec.node,
+        program: spec.program,
+        args: spec.args,
+        splay: spec.splay,
+        splay_from: spec.splay_from,
+        interval: spec.interval.max(Duration::from_secs(1)),
+        output: spec.output,
+        last_run_for: None,
+        health_interval: spec.health_interval,
+        checks: spec.checks,
         last_health: None,
         stop,
     };
@@ -91,7 +148,7 @@ pub fn node_splay_share(cluster: &str, node: &str) -> f64 {
 
 /// Finds the program: a path, or a name looked up in `PATH`. A missing or
 /// non-executable program is refused at start, not at the first change.
-fn find_program(name: &str, env: Env) -> Result<PathBuf> {
+pub fn find_program(name: &str, env: Env) -> Result<PathBuf> {
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
@@ -177,12 +234,17 @@ impl Agent<'_> {
         !self.stopped()
     }
 
+    /// The wait after `failures` store failures in a row: a random point in
+    /// a window doubling from 10 s to 1 min (1,000 agents re-following over a
+    /// 2 s window after an etcd restart peaked at 4× their startup rate). Random, because a fleet loses
+    /// its store at the same moment: without jitter every agent would come
+    /// back at the same instant, again and again (a reconnect storm).
     fn backoff(failures: u32) -> Duration {
-        (Duration::from_secs(1) * 2u32.pow(failures.saturating_sub(1).min(6))).min(MAX_BACKOFF)
+        backoff_window(failures).mul_f64(0.05 + 0.95 * random_fraction())
     }
 
     fn run(&mut self) -> Result<()> {
-        let roots = watch_roots(&self.ctx.layout(), &self.cluster);
+        let roots = node_roots(&self.ctx.layout(), &self.cluster, &self.node);
         self.log(format_args!(
             "following {} for changes; runs {}{} (splay up to {}, looking again every {})",
             self.store.describe(),
@@ -223,10 +285,12 @@ impl Agent<'_> {
                     Ok(doc) => {
                         failures = 0;
                         if self.differs(&doc) {
+                            // No look right after: whatever changed during
+                            // the run is queued in the feed, the wait below
+                            // says so at once and we look then, once. No
+                            // change, no read (a fleet-wide change costs the
+                            // store one read per agent, not two).
                             self.act(doc)?;
-                            // Whatever changed meanwhile is looked at now, once.
-                            look = true;
-                            continue;
                         }
                     }
                     Err(e) if e.is_unavailable() => {
@@ -488,9 +552,12 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_a_cap() {
-        assert_eq!(Agent::backoff(1), Duration::from_secs(1));
-        assert_eq!(Agent::backoff(2), Duration::from_secs(2));
-        assert_eq!(Agent::backoff(30), MAX_BACKOFF);
+    fn backoff_doubles_to_a_cap_with_jitter() {
+        assert_eq!(backoff_window(1), Duration::from_secs(10));
+        assert_eq!(backoff_window(2), Duration::from_secs(20));
+        assert_eq!(backoff_window(30), MAX_BACKOFF);
+        let waits: Vec<Duration> = (0..50).map(|_| Agent::backoff(1)).collect();
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(10)));
+        assert!(waits.iter().any(|w| *w != waits[0]), "jittered: {waits:?}");
     }
 }

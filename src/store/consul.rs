@@ -60,7 +60,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(150);
 /// Consul's default `session_ttl_min`: shorter lock TTLs are raised to it.
 const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
 /// How long one blocking query may wait (Consul's default query time).
-const WATCH_WAIT: Duration = Duration::from_secs(300);
+const WATCH_WAIT: Duration = Duration::from_secs(600);
 /// Blocking queries a follower may send back to back…
 const WATCH_BURST: f64 = 5.0;
 /// …after which it sends one per this interval while results churn.

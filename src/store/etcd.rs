@@ -23,7 +23,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use ureq::Agent;
 
-use super::feed::{failure_backoff, pause_unless_stopped, ChannelFeed, FeedEvent};
+use super::feed::{failure_backoff, pause_unless_stopped, reconnect_splay, ChannelFeed, FeedEvent};
 use super::http::{self, Bound, TlsSettings, TlsVariables};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
@@ -44,7 +44,7 @@ const MAX_REQUEST_BYTES: usize = 1_400_000;
 const ROUND_PAUSE: Duration = Duration::from_millis(150);
 /// A watch stream idle this long is re-opened (from the next revision, so
 /// nothing is missed); it also bounds how long a stopped feed's thread lives.
-const WATCH_IDLE: Duration = Duration::from_secs(300);
+const WATCH_IDLE: Duration = Duration::from_secs(600);
 
 /// A view kept in etcd.
 pub struct EtcdStore {
@@ -249,6 +249,12 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// Whether `key` is `root` or under it (`root/…`).
+fn in_tree(key: &[u8], root: &[u8]) -> bool {
+    key.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
 }
 
 /// A 64-bit field, which the gateway sends as a string (or leaves out when 0).
@@ -732,8 +738,9 @@ impl Store for EtcdStore {
     }
 
     /// One watch stream per root, each over the root and every key that
-    /// starts with it (a sibling such as `web-2` for `web` only wakes the
-    /// reader needlessly), resumed from the next revision whenever it breaks.
+    /// starts with it (events on a sibling such as `web-10` for `web-1` are
+    /// dropped here and wake nobody), resumed from the next revision
+    /// whenever it breaks.
     ///
     /// One create request per stream, never several: etcd's gateway starts
     /// streaming replies while still reading the request body, and Go's HTTP
@@ -856,7 +863,15 @@ impl Watcher {
         while !self.stop.load(Ordering::SeqCst) {
             match self.stream() {
                 StreamEnd::Stop => return,
-                StreamEnd::Reopen => failures = 0,
+                StreamEnd::Reopen => {
+                    failures = 0;
+                    // A stream usually breaks because the member went away,
+                    // for every agent at once: reopen after a random splay
+                    // (no change is missed: it resumes at `next_revision`).
+                    if !pause_unless_stopped(&self.stop, reconnect_splay()) {
+                        return;
+                    }
+                }
                 StreamEnd::Failed(reason) => {
                     if self.tx.send(FeedEvent::Failed(reason)).is_err() {
                         return;
@@ -955,7 +970,15 @@ impl Watcher {
                     .max()
                     .unwrap_or(0);
                 self.next_revision = self.next_revision.max(newest + 1);
-                if !events.is_empty() && self.tx.send(FeedEvent::Changed).is_err() {
+                // The range also holds siblings (`web-1` covers `web-10`):
+                // only the root and what is under it wake the reader.
+                let ours = events.iter().any(|e| {
+                    let key = B64
+                        .decode(e["kv"]["key"].as_str().unwrap_or_default())
+                        .unwrap_or_default();
+                    in_tree(&key, &self.key)
+                });
+                if ours && self.tx.send(FeedEvent::Changed).is_err() {
                     return StreamEnd::Stop;
                 }
             }
@@ -974,6 +997,26 @@ mod tests {
         assert_eq!(prefix_end(b"/app/config/"), b"/app/config0");
         assert_eq!(prefix_end(b"p\xff"), b"q");
         assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+    }
+
+    #[test]
+    fn a_tree_is_its_root_and_what_is_under_it() {
+        assert!(in_tree(
+            b"p/clusters/web/nodes/web-1",
+            b"p/clusters/web/nodes/web-1"
+        ));
+        assert!(in_tree(
+            b"p/clusters/web/nodes/web-1/a",
+            b"p/clusters/web/nodes/web-1"
+        ));
+        assert!(!in_tree(
+            b"p/clusters/web/nodes/web-10",
+            b"p/clusters/web/nodes/web-1"
+        ));
+        assert!(!in_tree(
+            b"p/clusters/web/nodes/web-1-a",
+            b"p/clusters/web/nodes/web-1"
+        ));
     }
 
     #[test]

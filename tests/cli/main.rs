@@ -27,5 +27,6 @@ mod tour;
 mod transfer;
 mod validate;
 mod watch;
+mod watch_fleet;
 mod yaml_readers;
 mod zookeeper;
