@@ -234,6 +234,8 @@ fn a_fleet_of_agents_is_each_told_of_its_changes_and_woken_by_no_other() {
         "--node",
         &node(target),
         "state=off",
+        // The agents have not reported (they run a stand-in program).
+        "--create",
     ]);
     assert!(
         eventually(WAIT, || runs(&marks)[&node(target)].len() == 2),
