@@ -375,6 +375,11 @@ pub struct StatusArgs {
     /// static members always are expected)
     #[arg(long, value_name = "N", requires = "check")]
     pub expect: Option<usize>,
+
+    /// Also show the constraints other clusters place on this one (the skew
+    /// matrix; shown anyway when this cluster declares `requires`)
+    #[arg(long)]
+    pub skew: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,13 +64,25 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
     for problem in &fleet.problems {
         eprintln!("convergent: warning: {problem}");
     }
-    let skew = skew::read(
-        store.as_ref(),
-        &ctx.layout(),
-        &cluster,
-        member_ttl,
-        SystemTime::now(),
-    )?;
+    // The skew matrix needs every cluster's declarations: a second request,
+    // made only when this cluster declares `requires` or it is asked for
+    // (`--skew`), so a plain `status` stays one request.
+    let declares =
+        |doc: Option<&serde_json::Value>| doc.is_some_and(|d| d.get("requires").is_some());
+    let skew = if args.skew
+        || declares(fleet.inputs.desired.as_ref().map(|l| &l.doc.doc))
+        || declares(fleet.inputs.rollout.as_ref().map(|r| &r.patch.doc.doc))
+    {
+        skew::read(
+            store.as_ref(),
+            &ctx.layout(),
+            &cluster,
+            member_ttl,
+            SystemTime::now(),
+        )?
+    } else {
+        Skew::default()
+    };
     let report = StatusReport {
         cluster: &cluster,
         revision: fleet.revision,

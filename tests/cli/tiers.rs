@@ -198,7 +198,7 @@ fn a_node_down_through_the_change_returns_to_a_compatible_state(backend: Backend
     assert_eq!(skew["versions"]["db"]["5.0.0"], 1, "{skew}");
     assert_eq!(skew["constraints"][0]["cluster"], "web", "{skew}");
     assert_eq!(skew["constraints"][0]["check"]["met"], false, "{skew}");
-    let table = stdout(&h.ok(&["status", "--cluster", "db"]));
+    let table = stdout(&h.ok(&["status", "--cluster", "db", "--skew"]));
     assert!(
         table.contains("UNMET  web (desired) requires db: version >=5.1 on 100% of nodes: 0 of 1 live match, 1 needed"),
         "{table}"
@@ -207,7 +207,7 @@ fn a_node_down_through_the_change_returns_to_a_compatible_state(backend: Backend
     h.ok(&["set", "--cluster", "db", "version=5.1.0"]);
     h.converge("db", "db-01", "success");
     assert_eq!(
-        h.status("db", &[])["skew"]["constraints"][0]["check"]["met"],
+        h.status("db", &["--skew"])["skew"]["constraints"][0]["check"]["met"],
         true
     );
     let back = h.attributes("web", "web-01");
