@@ -129,9 +129,9 @@ pub fn main(cli: Cli) -> i32 {
         Ok(()) => crate::error::exit::OK,
         Err(e) => {
             if json_errors {
-                eprintln!("{}", e.to_json());
+                crate::output::stderr_line(&e.to_json());
             } else {
-                eprintln!("convergent: error: {e}");
+                crate::output::warn(&format!("convergent: error: {e}"));
             }
             e.exit_code()
         }

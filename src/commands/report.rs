@@ -120,7 +120,7 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
         let result = serde_json::json!({"key": key, "report": value});
         return output::print(&output::render(&result, format));
     }
-    output::print(&format!(
+    output::print_text(&format!(
         "{key}: {} at generation {}{}{}\n",
         report.status,
         report.generation,

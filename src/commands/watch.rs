@@ -151,12 +151,12 @@ struct Agent<'c> {
 
 impl Agent<'_> {
     fn log(&self, message: impl Display) {
-        eprintln!(
+        crate::output::warn(&format!(
             "{} convergent watch {}/{}: {message}",
             now_rfc3339(),
             self.cluster,
             self.node
-        );
+        ));
     }
 
     fn stopped(&self) -> bool {

@@ -1,0 +1,116 @@
+//! Hostile input, continued (issue 14, items 15–17, 19, 20): what reaches an
+//! operator's terminal, cache file names, files a command must not write or
+//! run, credentials echoed by a server, and an unwritable stderr.
+
+use std::time::Duration;
+
+use crate::support::{assert_refused, stderr, stdout, Backend, Harness};
+
+/// OSC 52 (set the clipboard) and "clear the screen".
+const OSC52: &str = "\x1b]52;c;SGVsbG8=\x07";
+const CLEAR: &str = "\x1b[2J";
+
+/// Runs the binary in `h` with extra environment.
+fn run_env(h: &Harness, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = h.cmd();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn assert_no_escape(what: &str, out: &std::process::Output) {
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !bytes.iter().any(|b| *b == 0x1b || *b == 0x07),
+            "{what}: a raw control byte reached {stream}: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+#[test]
+fn escape_sequences_never_reach_the_terminal_in_text_output() {
+    let h = Harness::with_fixture(Backend::File);
+    let actor = format!("mallory{OSC52}{CLEAR}");
+    let reason = format!("because{OSC52}{CLEAR}");
+    let key = format!("k{CLEAR}x");
+    let env = [("CONVERGENT_ACTOR", actor.as_str())];
+    let set = format!("{key}={OSC52}");
+    let out = run_env(
+        &h,
+        &env,
+        &["set", "--cluster", "web", "--reason", &reason, &set],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_no_escape("set", &out);
+    assert!(stdout(&out).contains("\\u{1b}[2J"), "{}", stdout(&out));
+    let out = run_env(&h, &env, &["rollout", "pause", "web", "--reason", &reason]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reports: Vec<Vec<&str>> = vec![
+        vec!["explain", "--cluster", "web", "--node", "web-01"],
+        vec!["history", "web"],
+        vec!["rollout", "status"],
+        vec!["unset", "--cluster", "web", "--reason", &reason, &key],
+    ];
+    for args in &reports {
+        let out = run_env(&h, &env, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_no_escape(&args.join(" "), &out);
+        assert!(
+            stdout(&out).contains("\\u{1b}"),
+            "{args:?}: shown escaped: {}",
+            stdout(&out)
+        );
+    }
+    let out = run_env(&h, &env, &["status", "--cluster", "web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_no_escape("status", &out);
+    // An error naming a hostile key, on stderr.
+    let out = run_env(&h, &env, &["unset", "--cluster", "nope", &key]);
+    assert!(!out.status.success());
+    assert_no_escape("error", &out);
+    // JSON stays exact: the escape is JSON's own.
+    let out = run_env(&h, &env, &["--format", "json", "history", "web"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json
+        .to_string()
+        .contains(&actor.replace('\x1b', "\\u001b").replace('\x07', "\\u0007")));
+}
+
+#[test]
+fn an_unwritable_stderr_gives_the_documented_code_not_a_panic() {
+    let h = Harness::with_fixture(Backend::File);
+    let bin = assert_cmd::cargo::cargo_bin("convergent");
+    for args in [
+        "attributes --cluster web --node bad..name",
+        "set --cluster web no-equals-sign",
+        "--format json attributes --cluster web --node bad..name",
+        "--no-such-flag",
+        "--format json --no-such-flag",
+    ] {
+        let sh = |redirect: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("\"$BIN\" {args} {redirect}"))
+                .env("BIN", &bin)
+                .envs(h.process().get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .current_dir(h.dir.path())
+                .output()
+                .unwrap();
+            out.status.code()
+        };
+        let code = sh("");
+        assert!(
+            matches!(code, Some(64 | 65)),
+            "{args}: a documented failure: {code:?}"
+        );
+        for redirect in ["2>&-", "2>/dev/full"] {
+            assert_eq!(sh(redirect), code, "{args} {redirect}");
+        }
+    }
+}
