@@ -375,7 +375,7 @@ impl Agent<'_> {
         let output = match (&self.output, cached) {
             (Some(path), _) => path.clone(),
             (None, Ok(cache_file)) => {
-                let path = cache_file.with_extension("attributes.json");
+                let path = attributes_file_beside(&cache_file);
                 self.log(format_args!(
                     "writes the attributes file to {}",
                     path.display()
@@ -455,6 +455,15 @@ fn describe_exit(status: ExitStatus) -> String {
         (None, Some(signal)) => format!("killed by signal {signal}"),
         _ => status.to_string(),
     }
+}
+
+/// Where `watch` keeps its attributes file by default: beside the cache
+/// entry `CLUSTER/NODE.json`, as `CLUSTER/NODE+attributes.json`. A `+` is
+/// never part of a node name, so no node's cache entry can take this name
+/// (`NODE.attributes.json` was the cache entry of node `NODE.attributes`).
+fn attributes_file_beside(cache_file: &Path) -> PathBuf {
+    let stem = cache_file.file_stem().unwrap_or_default().to_string_lossy();
+    cache_file.with_file_name(format!("{stem}+attributes.json"))
 }
 
 #[cfg(test)]

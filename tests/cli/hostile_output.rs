@@ -114,3 +114,60 @@ fn an_unwritable_stderr_gives_the_documented_code_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn a_nodes_cache_entry_never_takes_the_name_of_another_file() {
+    let h = Harness::with_fixture(Backend::File);
+    let marker = h.path("ran");
+    let program = h.path("program.sh");
+    std::fs::write(&program, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut agent = crate::support::agent::WatchProcess::start(
+        &h,
+        &[
+            "--cluster",
+            "web",
+            "--node",
+            "web-01",
+            "--exec",
+            program.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        crate::support::eventually(Duration::from_secs(20), || marker.exists()),
+        "watch ran its program; log:\n{}",
+        agent.log()
+    );
+    let log = agent.log();
+    agent.terminate();
+    let file = log
+        .split("writes the attributes file to ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("the log names the file: {log}"))
+        .to_string();
+    // A node whose name is web-01's attributes file name, cached beside it.
+    h.ok(&[
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-01.attributes",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        doc["convergent"]["node"], "web-01",
+        "{file} is still web-01's"
+    );
+    h.ok(&["report", "--status", "success", "--attributes", &file]);
+    // And the cache of both still serves its own node.
+    for node in ["web-01", "web-01.attributes"] {
+        let cached = h.cache_dir().join(format!("web/{node}.json"));
+        assert!(cached.exists(), "{}", cached.display());
+        assert_ne!(cached.display().to_string(), file);
+    }
+}
