@@ -171,3 +171,75 @@ fn a_nodes_cache_entry_never_takes_the_name_of_another_file() {
         assert_ne!(cached.display().to_string(), file);
     }
 }
+
+/// A loopback HTTP server that answers every request with `status` and the
+/// request's own body, wrapped by `wrap` (`{}` is the body): a proxy or WAF
+/// that echoes what it refused.
+fn echoing_server(status: u16, wrap: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let text = wrap.replace("{}", &String::from_utf8_lossy(&body));
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 {status} Refused\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    address
+}
+
+#[test]
+fn the_etcd_password_never_reaches_an_error_even_when_echoed() {
+    let h = Harness::new(Backend::File);
+    let password = "hunter2\"s3cr\\et";
+    let escaped = r#"hunter2\"s3cr\\et"#;
+    for (status, wrap) in [
+        (400, "request refused: {}"),
+        (500, "{}"),
+        (403, r#"{"code": 7, "message": "refused {}"}"#),
+        (500, r#"{"code": 2, "error": "refused {}"}"#),
+    ] {
+        let store = format!("etcd://{}", echoing_server(status, wrap));
+        let out = run_env(
+            &h,
+            &[("ETCDCTL_USER", "root"), ("ETCDCTL_PASSWORD", password)],
+            &[
+                "--store",
+                &store,
+                "--timeout",
+                "2s",
+                "--on-unreachable",
+                "fail",
+                "attributes",
+                "--cluster",
+                "web",
+                "--node",
+                "web-01",
+            ],
+        );
+        assert!(!out.status.success(), "{wrap}");
+        let err = stderr(&out);
+        assert!(
+            !err.contains("s3cr") && !err.contains(escaped),
+            "{status} {wrap}: the password is in the error: {err}"
+        );
+    }
+}
