@@ -24,6 +24,7 @@ pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
         None => ctx.format_from_flag("attributes", &[Format::Json, Format::Yaml])?,
     };
     let (cluster, node) = ctx.node_target(&args.target)?;
+    ctx.check_output(args.output.as_deref())?;
     let (store_url, prefix) = (
         ctx.settings.store.to_string(),
         ctx.settings.prefix.to_string(),

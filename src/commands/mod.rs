@@ -37,6 +37,19 @@ impl Context<'_> {
         Layout::new(&self.settings.prefix)
     }
 
+    /// Refuses an `--output` that would overwrite the store's own files
+    /// (the file store's view, its locks or temporaries).
+    pub fn check_output(&self, output: Option<&std::path::Path>) -> Result<()> {
+        match output {
+            Some(path) if self.settings.store.owns_file(path) => Err(Error::Usage(format!(
+                "--output {} is a file of the store {}: it would overwrite the view",
+                path.display(),
+                self.settings.store
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens the configured store.
     pub fn open_store(&self) -> Result<Box<dyn Store>> {
         store::open(

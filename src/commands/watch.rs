@@ -44,6 +44,10 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Longest wait between tries when the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// The longest `--splay`: a run is meant to follow a change within the hour,
+/// and a typo (`30d` for `30s`) must not park a node for a month.
+const MAX_SPLAY: Duration = Duration::from_secs(3600);
+
 /// Runs `watch` until SIGTERM or SIGINT.
 pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
     // It logs lines for people and journals; nothing else to choose.
@@ -52,6 +56,14 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
     check_name(NameKind::Cluster, &cluster).map_err(Error::BadName)?;
     check_name(NameKind::Node, &node).map_err(Error::BadName)?;
     let program = find_program(&args.exec, ctx.env)?;
+    ctx.check_output(args.output.as_deref())?;
+    if args.splay.0 > MAX_SPLAY {
+        return Err(Error::Usage(format!(
+            "--splay {} is longer than the most it may be, {}",
+            HumanDuration(args.splay.0),
+            HumanDuration(MAX_SPLAY)
+        )));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -243,3 +243,74 @@ fn the_etcd_password_never_reaches_an_error_even_when_echoed() {
         );
     }
 }
+
+#[test]
+fn outputs_programs_splays_and_states_that_cannot_be_right_are_refused_at_start() {
+    let h = Harness::with_fixture(Backend::File);
+    let view = h.store_file();
+    let link = h.path("link.yml");
+    std::os::unix::fs::symlink(&view, &link).unwrap();
+    let before = std::fs::read(&view).unwrap();
+    let lock = format!("{}.lock", view.display());
+    let (view_s, link_s) = (view.to_str().unwrap(), link.to_str().unwrap());
+    let watch = |extra: &[&str]| {
+        let mut args = vec!["watch", "--cluster", "web", "--node", "web-01"];
+        args.extend_from_slice(extra);
+        run_env(&h, &[], &args)
+    };
+    for output in [view_s, link_s, "view.yml", lock.as_str()] {
+        let out = run_env(
+            &h,
+            &[],
+            &[
+                "attributes",
+                "--cluster",
+                "web",
+                "--node",
+                "web-01",
+                "--output",
+                output,
+            ],
+        );
+        assert_refused(&out, 64, &["--output", "file of the store"]);
+        let out = watch(&["--exec", "/bin/true", "--output", output]);
+        assert_refused(&out, 64, &["--output", "file of the store"]);
+    }
+    let out = watch(&["--exec", "/bin/true", "--splay", "632254y"]);
+    assert_refused(&out, 64, &["--splay", "1h"]);
+    let out = watch(&["--exec", "/bin/true", "--splay", "61m"]);
+    assert_refused(&out, 64, &["--splay"]);
+    for program in ["/etc/passwd", "/no/such/program"] {
+        let out = watch(&["--exec", program]);
+        assert_refused(&out, 64, &["--exec", program, "executable"]);
+    }
+    let out = run_env(
+        &h,
+        &[],
+        &[
+            "report",
+            "--cluster",
+            "web",
+            "--node",
+            "web-01",
+            "--status",
+            "success",
+            "--generation",
+            "0123456789abcdef",
+            "--state",
+            "bogus",
+        ],
+    );
+    assert_refused(&out, 65, &["bogus", "not allowed", "not written"]);
+    let out = run_env(
+        &h,
+        &[],
+        &["report", "--status", "success", "--attributes", "/dev/zero"],
+    );
+    assert_refused(&out, 65, &["/dev/zero", "not a regular file"]);
+    assert_eq!(
+        std::fs::read(&view).unwrap(),
+        before,
+        "the view is untouched"
+    );
+}
