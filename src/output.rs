@@ -86,11 +86,12 @@ fn escape_controls(text: &str, keep_newlines: bool) -> String {
     out
 }
 
-/// Writes one line to stderr (a warning or the final error), control
-/// characters made visible. A stderr that cannot be written (closed, a full
-/// pipe) is ignored: the exit code still tells what happened.
+/// Writes one message to stderr (a warning or the final error; a list of
+/// problems spans lines), control characters but line breaks made visible.
+/// A stderr that cannot be written (closed, a full pipe) is ignored: the
+/// exit code still tells what happened.
 pub fn warn(line: &str) {
-    stderr_line(&visible(line));
+    stderr_line(&visible_lines(line));
 }
 
 /// Writes one line to stderr as it is (JSON errors: already escaped),
