@@ -407,7 +407,7 @@ pub struct WatchArgs {
     pub splay_from: SplayFrom,
 
     /// Where to write the attributes file the program reads
-    /// [default: next to the cache file, CLUSTER/NODE.attributes.json]
+    /// [default: next to the cache file, CLUSTER/NODE+attributes.json]
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 

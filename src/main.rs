@@ -13,9 +13,8 @@ fn main() {
                 std::process::exit(exit::OK);
             }
             if wants_json(std::env::args()) {
-                eprintln!(
-                    "{}",
-                    Error::Usage(e.kind().to_string() + ": " + &first_line(&e)).to_json()
+                convergent::output::stderr_line(
+                    &Error::Usage(e.kind().to_string() + ": " + &first_line(&e)).to_json(),
                 );
             } else {
                 let _ = e.print();

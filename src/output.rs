@@ -54,6 +54,56 @@ pub fn print(text: &str) -> Result<()> {
     }
 }
 
+/// Writes human-readable text to stdout with every control character but
+/// the line break made visible (`\u{1b}`): keys, actors, reasons and values
+/// come from whoever can write the store, and must not reach an operator's
+/// terminal as escape sequences (OSC 52 clipboard, titles, cursor moves).
+/// JSON and YAML go through [`print`] unchanged: their formats escape.
+pub fn print_text(text: &str) -> Result<()> {
+    print(&visible_lines(text))
+}
+
+/// [`visible`] but keeping line breaks: for whole paragraphs.
+pub fn visible_lines(text: &str) -> String {
+    escape_controls(text, true)
+}
+
+/// `text` with control characters (C0, DEL, C1) written as `\u{..}` escapes,
+/// line breaks included: for one cell or one line.
+pub fn visible(text: &str) -> String {
+    escape_controls(text, false)
+}
+
+fn escape_controls(text: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && !(keep_newlines && c == '\n') {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes one message to stderr (a warning or the final error; a list of
+/// problems spans lines), control characters but line breaks made visible.
+/// A stderr that cannot be written (closed, a full pipe) is ignored: the
+/// exit code still tells what happened.
+pub fn warn(line: &str) {
+    stderr_line(&visible_lines(line));
+}
+
+/// Writes one line to stderr as it is (JSON errors: already escaped),
+/// ignoring a stderr that cannot be written.
+pub fn stderr_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(line.as_bytes())
+        .and_then(|()| err.write_all(b"\n"))
+        .and_then(|()| err.flush());
+}
+
 /// `1 node`, `3 nodes`: a count and its noun, plural when it is not one.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -126,5 +176,16 @@ mod tests {
             columns(&rows),
             "KEY    VALUE  LAYER\nstate  \"off\"  node override\n"
         );
+    }
+
+    #[test]
+    fn control_characters_are_made_visible() {
+        let hostile = "a\x1b]52;c;SGVsbG8=\x07b\x1b[2J\u{9b}\x7f\r\tc\nd";
+        assert_eq!(
+            visible(hostile),
+            "a\\u{1b}]52;c;SGVsbG8=\\u{7}b\\u{1b}[2J\\u{9b}\\u{7f}\\u{d}\\u{9}c\\u{a}d"
+        );
+        assert_eq!(escape_controls("x\ny\x1b", true), "x\ny\\u{1b}");
+        assert_eq!(visible("plain wörds"), "plain wörds");
     }
 }

@@ -24,6 +24,7 @@ pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
         None => ctx.format_from_flag("attributes", &[Format::Json, Format::Yaml])?,
     };
     let (cluster, node) = ctx.node_target(&args.target)?;
+    ctx.check_output(args.output.as_deref())?;
     let (store_url, prefix) = (
         ctx.settings.store.to_string(),
         ctx.settings.prefix.to_string(),
@@ -39,10 +40,10 @@ pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
             // read-only /var) must not stop the run; it only loses the
             // fallback for the next outage, so say so.
             if let Err(e) = cache.save(&key, &document) {
-                eprintln!(
+                crate::output::warn(&format!(
                     "convergent: warning: the result could not be cached ({e}); \
                      the next run the store cannot serve has no fallback"
-                );
+                ));
             }
             document
         }
@@ -129,11 +130,11 @@ fn from_cache(
             format_age(max_stale)
         )));
     }
-    eprintln!(
+    crate::output::warn(&format!(
         "convergent: warning: store {store} is unavailable ({reason}); using the cached result from {}, fetched {} ago",
         cached.path.display(),
         format_age(cached.age_s)
-    );
+    ));
     let mut document = cached.attributes;
     document.convergent.source.stale = true;
     document.convergent.source.cache_age_s = Some(cached.age_s);

@@ -72,11 +72,11 @@ pub fn set(ctx: &Context, args: &SetArgs) -> Result<()> {
                 } else {
                     format!("{parent}.{near}")
                 };
-                eprintln!(
+                crate::output::warn(&format!(
                     "convergent: warning: {}: {} is a new key; did you mean {near:?}?",
                     layout_key(ctx, &target),
                     c.path
-                );
+                ));
             }
         }
     }
@@ -88,14 +88,14 @@ pub fn set(ctx: &Context, args: &SetArgs) -> Result<()> {
                 .iter()
                 .find(|(path, _, _)| display_path(path) == c.path)
                 .map_or(to.to_string(), |(_, _, text)| text.clone());
-            eprintln!(
+            crate::output::warn(&format!(
                 "convergent: warning: {}: {} was the string {from:?} and is now the number {to}; \
                  to keep it a string, quote it as JSON ({}='\"{text}\"'), or list {} under the schema's `strings`",
                 layout_key(ctx, &target),
                 c.path,
                 c.path,
                 c.path
-            );
+            ));
         }
     }
     Ok(())
@@ -379,9 +379,9 @@ pub(super) fn edit(
             if report.dry_run {
                 text.push_str("dry run: nothing was written\n");
             }
-            output::print(&text)
+            output::print_text(&text)
         }
-        Format::Table => output::print(&report.to_text()),
+        Format::Table => output::print_text(&report.to_text()),
         format => output::print(&output::render(&report, format)),
     }?;
     Ok((report.changes, before))

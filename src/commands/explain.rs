@@ -158,7 +158,7 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<()> {
         check_in_unreadable,
     };
     match format {
-        Format::Table => output::print(&explanation.to_text(filter.as_deref())),
+        Format::Table => output::print_text(&explanation.to_text(filter.as_deref())),
         format => output::print(&output::render(&explanation, format)),
     }
 }

@@ -39,7 +39,7 @@ pub fn run(ctx: &Context, args: &HealthArgs) -> Result<()> {
         attributes.as_ref(),
         args.checks.as_deref(),
     )?;
-    output::print(&format!("{line}\n"))
+    output::print_text(&format!("{line}\n"))
 }
 
 fn read_attributes(path: &Path) -> Result<AttributesDocument> {

@@ -154,7 +154,7 @@ pub fn show(ctx: &Context, args: &HistoryArgs) -> Result<()> {
         return output::print(&output::render(&out, format));
     }
     if lines.is_empty() {
-        return output::print(&format!("{}: no recorded changes\n", args.cluster));
+        return output::print_text(&format!("{}: no recorded changes\n", args.cluster));
     }
     let mut rows = vec![
         ["ENTRY", "TIME", "ACTOR", "WHAT", "KEY", "CHANGE", "REASON"]
@@ -165,27 +165,14 @@ pub fn show(ctx: &Context, args: &HistoryArgs) -> Result<()> {
         rows.push(vec![
             l.entry.clone().unwrap_or_else(|| "-".into()),
             l.time.clone(),
-            escape(&l.actor),
+            output::visible(&l.actor),
             format!("{}{}", l.what, if l.forced { " (forced)" } else { "" }),
             l.key.clone().unwrap_or_else(|| "-".into()),
-            escape(&l.detail),
-            l.reason.as_deref().map(escape).unwrap_or_default(),
+            output::visible(&l.detail),
+            l.reason.as_deref().map(output::visible).unwrap_or_default(),
         ]);
     }
-    output::print(&columns(&rows))
-}
-
-/// Control characters shown escaped, as everywhere people read values.
-fn escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    output::print_text(&columns(&rows))
 }
 
 /// Runs `revert`: sets each value the entry changed back to what it was
@@ -277,14 +264,14 @@ pub fn revert(ctx: &Context, args: &RevertArgs) -> Result<()> {
         let path: Vec<String> = c.path.split('.').map(str::to_string).collect();
         let now = before.as_ref().and_then(|d| get_path(d, &path));
         if now != c.to.as_ref() {
-            eprintln!(
+            crate::output::warn(&format!(
                 "convergent: warning: {} changed again after {id} (now {}); restored to {} anyway",
                 c.path,
                 now.map_or("unset".to_string(), Value::to_string),
                 c.from
                     .as_ref()
                     .map_or("unset".to_string(), Value::to_string),
-            );
+            ));
         }
     }
     Ok(())

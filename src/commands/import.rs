@@ -212,7 +212,9 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
         }
     }
     match format {
-        Format::Table => output::print(&report.to_text(args.preview.diff || args.preview.dry_run)),
+        Format::Table => {
+            output::print_text(&report.to_text(args.preview.diff || args.preview.dry_run))
+        }
         format => output::print(&output::render(&report, format)),
     }
 }

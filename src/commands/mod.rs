@@ -37,6 +37,19 @@ impl Context<'_> {
         Layout::new(&self.settings.prefix)
     }
 
+    /// Refuses an `--output` that would overwrite the store's own files
+    /// (the file store's view, its locks or temporaries).
+    pub fn check_output(&self, output: Option<&std::path::Path>) -> Result<()> {
+        match output {
+            Some(path) if self.settings.store.owns_file(path) => Err(Error::Usage(format!(
+                "--output {} is a file of the store {}: it would overwrite the view",
+                path.display(),
+                self.settings.store
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens the configured store.
     pub fn open_store(&self) -> Result<Box<dyn Store>> {
         store::open(
@@ -129,9 +142,9 @@ pub fn main(cli: Cli) -> i32 {
         Ok(()) => crate::error::exit::OK,
         Err(e) => {
             if json_errors {
-                eprintln!("{}", e.to_json());
+                crate::output::stderr_line(&e.to_json());
             } else {
-                eprintln!("convergent: error: {e}");
+                crate::output::warn(&format!("convergent: error: {e}"));
             }
             e.exit_code()
         }

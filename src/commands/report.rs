@@ -9,7 +9,7 @@ use crate::cli::ReportArgs;
 use crate::clock::now_rfc3339;
 use crate::commands::Context;
 use crate::constraints;
-use crate::document::{encode_value, is_generation};
+use crate::document::{encode_value, fold, is_generation};
 use crate::error::{Error, Result};
 use crate::health::{self, Health};
 use crate::layout::{check_name, NameKind};
@@ -17,6 +17,7 @@ use crate::local_file;
 use crate::node_attributes::AttributesDocument;
 use crate::output::{self, Format};
 use crate::report::{bounded_message, ObservedReport, ReportStatus};
+use crate::schema::Schema;
 use crate::store::{self, Op, StoreOptions, Txn};
 use serde_json::Value;
 
@@ -100,6 +101,21 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
             ),
         ));
     }
+    // A state given by hand must be one the cluster knows (a file's state is
+    // what the store gave the run, even if the schema changed since).
+    if let Some(state) = &args.state {
+        let schema_key = layout.schema(&applied.cluster);
+        if let Some(doc) = fold(&schema_key, &snapshot.trees[1])? {
+            Schema::from_document(&schema_key, &doc.doc)?
+                .check_state(state)
+                .map_err(|why| {
+                    Error::bad_key(
+                        schema_key.clone(),
+                        format!("--state {state:?}: {why}; the report was not written"),
+                    )
+                })?;
+        }
+    }
     if let Some(results) = results {
         let previous = previous_report(&key, &snapshot.trees[2]);
         report.health = Some(Health::after(
@@ -120,7 +136,7 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<()> {
         let result = serde_json::json!({"key": key, "report": value});
         return output::print(&output::render(&result, format));
     }
-    output::print(&format!(
+    output::print_text(&format!(
         "{key}: {} at generation {}{}{}\n",
         report.status,
         report.generation,

@@ -117,7 +117,7 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
                         ));
                     }
                 }
-                output::print(&text)
+                output::print_text(&text)
             }
             format => output::print(&output::render(&previews, format)),
         };
@@ -177,7 +177,7 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
         });
         return output::print(&output::render(&result, format));
     }
-    output::print(&format!(
+    output::print_text(&format!(
         "{}: rollout {} is now {}{}\n",
         args.cluster,
         state.id,
@@ -227,7 +227,7 @@ fn print_rollouts(
         return output::print(&output::render(&views, format));
     }
     if views.is_empty() {
-        return output::print(&match &args.cluster {
+        return output::print_text(&match &args.cluster {
             Some(c) => format!("{c}: no active rollout\n"),
             None => "no active rollouts\n".to_string(),
         });
@@ -284,7 +284,7 @@ fn print_rollouts(
             ));
         }
     }
-    output::print(&text)
+    output::print_text(&text)
 }
 
 /// Why the latest batch is held: awaiting promotion, the released nodes'
@@ -350,7 +350,7 @@ struct LogLines;
 
 impl Observer for LogLines {
     fn notify(&mut self, progress: &Progress) {
-        println!("{} {}", now_rfc3339(), describe(progress));
+        println!("{} {}", now_rfc3339(), output::visible(&describe(progress)));
     }
 }
 
@@ -362,7 +362,7 @@ struct LiveLine {
 impl Observer for LiveLine {
     fn notify(&mut self, progress: &Progress) {
         let mut out = std::io::stdout().lock();
-        let text = describe(progress);
+        let text = output::visible(&describe(progress));
         if matches!(progress, Progress::Waiting { .. }) {
             let _ = write!(out, "\r\x1b[K{text}");
             self.open = true;

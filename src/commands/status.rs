@@ -62,7 +62,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<()> {
         SystemTime::now(),
     )?;
     for problem in &fleet.problems {
-        eprintln!("convergent: warning: {problem}");
+        crate::output::warn(&format!("convergent: warning: {problem}"));
     }
     // The skew matrix needs every cluster's declarations: a second request,
     // made only when this cluster declares `requires` or it is asked for
@@ -172,6 +172,8 @@ fn paint(text: &str, state: MemberState, colour: bool) -> String {
 }
 
 fn table(r: &StatusReport, colour: bool) -> String {
+    // Everything but our own colour codes is made visible: states, names
+    // and generations come from the store.
     let mut out = match &r.rollout {
         Some(ro) => format!(
             "cluster {}: rollout {} ({}), threshold {:.6}\n",
@@ -179,6 +181,7 @@ fn table(r: &StatusReport, colour: bool) -> String {
         ),
         None => format!("cluster {}: no rollout\n", r.cluster),
     };
+    out = crate::output::visible_lines(&out);
     let mut rows = vec![[
         "NODE",
         "STATE",
@@ -193,12 +196,12 @@ fn table(r: &StatusReport, colour: bool) -> String {
     .map(String::from)
     .to_vec()];
     for m in r.members {
-        rows.push(vec![
+        let mut row: Vec<String> = [
             m.node.clone(),
             m.desired_state.clone().unwrap_or_else(|| "-".into()),
             m.desired_generation.clone(),
             m.observed_generation.clone().unwrap_or_else(|| "-".into()),
-            paint(&m.state.to_string(), m.state, colour),
+            m.state.to_string(),
             converged_to(m),
             health_cell(m),
             m.checkin_age_s
@@ -208,7 +211,12 @@ fn table(r: &StatusReport, colour: bool) -> String {
                 Some(true) => "released".into(),
                 Some(false) => "held".into(),
             },
-        ]);
+        ]
+        .iter()
+        .map(|cell| crate::output::visible(cell))
+        .collect();
+        row[4] = paint(&row[4], m.state, colour);
+        rows.push(row);
     }
     out.push_str(&columns(&rows));
     let c = r.summary;
@@ -232,7 +240,7 @@ fn table(r: &StatusReport, colour: bool) -> String {
             h.healthy, h.unhealthy, h.unknown
         ));
     }
-    out.push_str(&r.skew.to_text());
+    out.push_str(&crate::output::visible_lines(&r.skew.to_text()));
     out
 }
 

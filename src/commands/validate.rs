@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, args: &ValidateArgs) -> Result<()> {
             });
             return output::print(&output::render(&result, format));
         }
-        return output::print(&format!(
+        return output::print_text(&format!(
             "{file}: valid plan {:?}: {} ({})\n",
             plan.name,
             count(plan.steps.len(), "step"),
@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, args: &ValidateArgs) -> Result<()> {
         });
         return output::print(&output::render(&result, format));
     }
-    output::print(&format!(
+    output::print_text(&format!(
         "{file}: valid view: {}, {}, {}, {}\n",
         count(split.clusters, "cluster"),
         count(split.node_overrides, "node override"),

@@ -47,6 +47,10 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Longest wait between tries when the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// The longest `--splay`: a run is meant to follow a change within the hour,
+/// and a typo (`30d` for `30s`) must not park a node for a month.
+const MAX_SPLAY: Duration = Duration::from_secs(3600);
+
 /// The window [`Agent::backoff`] draws from after `failures` failures.
 fn backoff_window(failures: u32) -> Duration {
     (Duration::from_secs(10) * 2u32.pow(failures.saturating_sub(1).min(3))).min(MAX_BACKOFF)
@@ -60,6 +64,14 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
     check_name(NameKind::Cluster, &cluster).map_err(Error::BadName)?;
     check_name(NameKind::Node, &node).map_err(Error::BadName)?;
     let program = find_program(&args.exec, ctx.env)?;
+    ctx.check_output(args.output.as_deref())?;
+    if args.splay.0 > MAX_SPLAY {
+        return Err(Error::Usage(format!(
+            "--splay {} is longer than the most it may be, {}",
+            HumanDuration(args.splay.0),
+            HumanDuration(MAX_SPLAY)
+        )));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -208,12 +220,12 @@ struct Agent<'c> {
 
 impl Agent<'_> {
     fn log(&self, message: impl Display) {
-        eprintln!(
+        crate::output::warn(&format!(
             "{} convergent watch {}/{}: {message}",
             now_rfc3339(),
             self.cluster,
             self.node
-        );
+        ));
     }
 
     fn stopped(&self) -> bool {
@@ -439,7 +451,7 @@ impl Agent<'_> {
         let output = match (&self.output, cached) {
             (Some(path), _) => path.clone(),
             (None, Ok(cache_file)) => {
-                let path = cache_file.with_extension("attributes.json");
+                let path = attributes_file_beside(&cache_file);
                 self.log(format_args!(
                     "writes the attributes file to {}",
                     path.display()
@@ -519,6 +531,15 @@ fn describe_exit(status: ExitStatus) -> String {
         (None, Some(signal)) => format!("killed by signal {signal}"),
         _ => status.to_string(),
     }
+}
+
+/// Where `watch` keeps its attributes file by default: beside the cache
+/// entry `CLUSTER/NODE.json`, as `CLUSTER/NODE+attributes.json`. A `+` is
+/// never part of a node name, so no node's cache entry can take this name
+/// (`NODE.attributes.json` was the cache entry of node `NODE.attributes`).
+fn attributes_file_beside(cache_file: &Path) -> PathBuf {
+    let stem = cache_file.file_stem().unwrap_or_default().to_string_lossy();
+    cache_file.with_file_name(format!("{stem}+attributes.json"))
 }
 
 #[cfg(test)]

@@ -395,7 +395,7 @@ impl Client {
             }
         };
         let Ok(value) = serde_json::from_str::<Value>(&text) else {
-            let snippet: String = text.chars().take(80).collect();
+            let snippet: String = self.without_secrets(&text).chars().take(80).collect();
             return Verdict::TryNext(format!(
                 "HTTP {status} is not an etcd v3 answer: {snippet:?}"
             ));
@@ -407,12 +407,13 @@ impl Client {
         if status == 200 {
             return Verdict::Ok(value);
         }
-        let message = value
-            .get("message")
-            .or_else(|| value.get("error"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let message = self.without_secrets(
+            value
+                .get("message")
+                .or_else(|| value.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
         let denied = |reason: String| {
             Verdict::Fail(Error::PermissionDenied {
                 store: self.display.clone(),
@@ -446,6 +447,26 @@ impl Client {
             _ if kind == Kind::Read => Verdict::TryNext(format!("HTTP {status}: {message}")),
             _ => Verdict::Fail(self.unavailable(format!("HTTP {status}: {message}"))),
         }
+    }
+
+    /// Server text with our password and auth token taken out (before any
+    /// truncation, as sent and as JSON-escaped): a proxy or WAF in between
+    /// may echo the authentication request's body in its error.
+    fn without_secrets(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        let token = self.current_token();
+        let secrets = self
+            .credentials
+            .iter()
+            .map(|c| c.password.as_str())
+            .chain(token.as_deref());
+        for secret in secrets.filter(|s| !s.is_empty()) {
+            let quoted = Value::from(secret).to_string();
+            for form in [secret, &quoted[1..quoted.len() - 1]] {
+                text = text.replace(form, "<redacted>");
+            }
+        }
+        text
     }
 
     /// Gets a token for the credentials (simple tokens expire when unused

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::StoreKind;
@@ -39,6 +39,28 @@ pub enum StoreUrl {
 }
 
 impl StoreUrl {
+    /// Whether writing `path` would write one of this store's own files:
+    /// the view (through symlinks, as a write follows them), its lock files
+    /// or its temporaries. An `--output` must never be one of them.
+    pub fn owns_file(&self, path: &Path) -> bool {
+        let StoreUrl::File { path: view } = self else {
+            return false;
+        };
+        let (Some(view), Some(target)) = (resolved(view), resolved(path)) else {
+            return false;
+        };
+        if target == view {
+            return true;
+        }
+        let (Some(name), Some(target_name)) = (view.file_name(), target.file_name()) else {
+            return false;
+        };
+        let (name, target_name) = (name.to_string_lossy(), target_name.to_string_lossy());
+        target.parent() == view.parent()
+            && (target_name.starts_with(&format!("{name}.lock"))
+                || target_name.starts_with(&format!(".{name}.convergent-")))
+    }
+
     /// The kind of store this URL names.
     pub fn kind(&self) -> StoreKind {
         match self {
@@ -291,6 +313,18 @@ impl fmt::Display for StoreUrl {
             }
         }
     }
+}
+
+/// `path` with every symlink resolved; a file that does not exist yet is
+/// resolved through its folder.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok().or_else(|| {
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(folder).ok()?.join(path.file_name()?))
+    })
 }
 
 #[cfg(test)]

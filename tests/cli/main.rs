@@ -17,6 +17,7 @@ mod fleet;
 mod health;
 mod health_gate;
 mod hostile;
+mod hostile_output;
 mod operator;
 mod plan_rollback;
 pub(crate) mod rollout;
