@@ -39,20 +39,40 @@ pub fn update<F>(store: &dyn Store, keys: &[String], mut change: F) -> Result<Ve
 where
     F: FnMut(&Current) -> Result<Option<Vec<Option<Value>>>>,
 {
+    // What is written is computed from what is read: only what a quorum
+    // confirmed (a Consul server just restarted answers default reads from
+    // an old state).
+    let consistent = store.consistent();
+    let reader = consistent.as_deref().unwrap_or(store);
     let mut last_problem = String::new();
     // A write whose answer was lost: the next read tells whether it landed.
     let mut unknown_outcome: Option<Error> = None;
+    // The highest revision read so far, and whether a lower one was already
+    // read again once.
+    let mut seen: Option<u64> = None;
+    let mut reread_lower = false;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             thread::sleep(backoff(attempt));
         }
         // The store already retried within --timeout: an unavailable store
         // is final here, not something to wait out ten times over.
-        let snapshot = match store.read_trees(keys) {
+        let snapshot = match reader.read_trees(keys) {
             Ok(s) => s,
             Err(e) if e.is_unavailable() => return Err(unknown_outcome.unwrap_or(e)),
             Err(e) => return Err(e),
         };
+        // Behind what this call already read: read once more before acting
+        // on it. A second lower answer is the store's word (on Consul the
+        // revision falls when another writer deletes the newest key).
+        if let (Some(before), Some(now)) = (seen, snapshot.revision) {
+            if now < before && !reread_lower {
+                reread_lower = true;
+                last_problem = format!("a read went back from revision {before} to {now}");
+                continue;
+            }
+        }
+        seen = seen.max(snapshot.revision);
         let after_lost_answer = unknown_outcome.take().is_some();
         let docs = keys
             .iter()

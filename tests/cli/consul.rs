@@ -880,3 +880,87 @@ fn an_empty_value_reads_back_empty(backend: Backend) {
     };
     assert_eq!(store.get("p/empty").unwrap().unwrap().version, revision);
 }
+
+/// Issue 14, item 18: a Consul server SIGKILLed and restarted answered
+/// default reads from an old state (revision 7 where the node's cache held
+/// ~3300), and `attributes` printed it as fresh. The double answers as that
+/// server did: old data and an old index, with no sign that they are old.
+#[test]
+fn an_old_state_from_a_restarted_server_is_never_served_as_fresh() {
+    let h = Harness::with_fixture(Backend::ConsulDouble);
+    let double = h.consul_double();
+    let old = double.snapshot();
+    h.ok(&["set", "--cluster", "web", "app.workers=12"]);
+    let fresh = h.attributes("web", "web-02");
+    let revision = fresh["convergent"]["source"]["revision"].as_u64().unwrap();
+    assert_eq!(fresh["convergent"]["desired"]["app"]["workers"], 12);
+
+    // The next default read is behind the cache: read again consistently,
+    // and that answer is the fresh one.
+    double.lag_reads(&old, 1);
+    double.clear_requests();
+    let out = h.run(&ATTRIBUTES_WEB_02);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["convergent"]["source"]["stale"], false);
+    assert_eq!(
+        doc["convergent"]["generation"],
+        fresh["convergent"]["generation"]
+    );
+    assert_eq!(doc["convergent"]["source"]["revision"], revision);
+    assert!(
+        stderr(&out).contains("reading again consistently"),
+        "{}",
+        stderr(&out)
+    );
+    let reads = double.requests_to("/v1/txn");
+    assert!(!reads[0].has("consistent") && reads.last().unwrap().has("consistent"));
+
+    // The server cannot serve consistent reads yet: the cache, marked stale.
+    double.lag_reads(&old, usize::MAX);
+    double.set_consistent_ready(false);
+    let (stale, warning) = h.stale_attributes("web", "web-02", "1s");
+    assert_eq!(
+        stale["convergent"]["generation"],
+        fresh["convergent"]["generation"]
+    );
+    assert!(stale["convergent"]["source"]["cache_age_s"].is_u64());
+    assert!(
+        warning.contains("Not ready to serve consistent reads"),
+        "{warning}"
+    );
+    // Without the cache fallback, unavailable: never the old state as fresh.
+    let out = h.run(&[&["--on-unreachable", "fail"][..], &ATTRIBUTES_WEB_02].concat());
+    assert_refused(&out, 69, &["Not ready to serve consistent reads"]);
+    // Past --max-stale: 69 too. Ages are whole seconds: let the cache
+    // become more than one second old (aging it, not waiting for a condition).
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = h.run(&[&["--max-stale", "1s"][..], &ATTRIBUTES_WEB_02].concat());
+    assert_refused(&out, 69, &["--max-stale"]);
+
+    // A write reads consistently: it waits for the server, never computes
+    // from the old state.
+    let out = h.run(&[
+        "--timeout",
+        "1s",
+        "set",
+        "--cluster",
+        "web",
+        "app.workers=13",
+    ]);
+    assert_refused(&out, 69, &["Not ready to serve consistent reads"]);
+    double.set_consistent_ready(true);
+    double.clear_requests();
+    h.ok(&["set", "--cluster", "web", "app.workers=13"]);
+    let reads: Vec<_> = double
+        .requests_to("/v1/txn")
+        .into_iter()
+        .filter(|r| !r.is_write_txn())
+        .collect();
+    assert!(!reads.is_empty() && reads.iter().all(|r| r.has("consistent")));
+    double.lag_reads(&old, 0);
+    assert_eq!(
+        h.attributes("web", "web-01")["convergent"]["desired"]["app"]["workers"],
+        13
+    );
+}
