@@ -217,6 +217,72 @@ mod tests {
         assert_eq!(s.load().unwrap(), json!({"p": {"d": {"a": 5, "b": 9}}}));
     }
 
+    /// A file store whose reads report the given revisions in turn.
+    struct Revisions {
+        inner: FileStore,
+        revisions: std::cell::RefCell<Vec<u64>>,
+    }
+
+    impl Store for Revisions {
+        fn kind(&self) -> crate::store::StoreKind {
+            self.inner.kind()
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn read_trees(&self, roots: &[String]) -> Result<crate::store::Snapshot> {
+            let mut snapshot = self.inner.read_trees(roots)?;
+            snapshot.revision = Some(self.revisions.borrow_mut().remove(0));
+            Ok(snapshot)
+        }
+        fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+            self.inner.commit(txn)
+        }
+        fn lock(
+            &self,
+            name: &str,
+            ttl: Duration,
+            holder: &str,
+        ) -> Result<Box<dyn crate::store::HeldLock>> {
+            self.inner.lock(name, ttl, holder)
+        }
+        fn watch(&self, roots: &[String]) -> Result<Box<dyn crate::store::ChangeFeed>> {
+            self.inner.watch(roots)
+        }
+    }
+
+    #[test]
+    fn a_read_behind_an_earlier_one_is_read_again_before_acting() {
+        let (_d, inner) = store();
+        let s = Revisions {
+            inner,
+            revisions: vec![50, 7, 7].into(),
+        };
+        let keys = vec!["p/d".to_string()];
+        let mut seen = Vec::new();
+        update(&s, &keys, |cur| {
+            seen.push(cur.docs[0].clone());
+            if seen.len() == 1 {
+                // Another writer gets in first: a conflict, read again.
+                s.inner
+                    .commit(&Txn {
+                        compares: vec![],
+                        ops: vec![Op::Put {
+                            key: "p/d/b".into(),
+                            value: b"9".to_vec(),
+                        }],
+                    })
+                    .unwrap();
+            }
+            Ok(Some(vec![Some(json!({"a": 5}))]))
+        })
+        .unwrap();
+        // Revision 7 after 50 was not acted on at once; read again, it is
+        // the store's word.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(s.revisions.borrow().is_empty(), "three reads");
+    }
+
     #[test]
     fn endless_conflicts_end_in_exit_75() {
         let (_d, s) = store();

@@ -964,3 +964,24 @@ fn an_old_state_from_a_restarted_server_is_never_served_as_fresh() {
         13
     );
 }
+
+/// Issue 14, item 18: the orchestrator read a restarted server's old state
+/// and concluded "the rollout record is gone". Rollout commands read only
+/// what a quorum confirmed.
+#[test]
+fn rollout_commands_never_act_on_a_restarted_servers_old_state() {
+    let h = Harness::new(Backend::ConsulDouble);
+    let double = h.consul_double();
+    let empty = double.snapshot();
+    h.import(&fixture("view.yml"));
+    // Every default read now answers from before the import.
+    double.lag_reads(&empty, usize::MAX);
+    let out = h.run(&["--timeout", "1s", "export", "--format", "json"]);
+    assert!(!stdout(&out).contains("web-2.4.1"), "the double lags");
+    let out = h.ok(&["rollout", "status", "web", "--format", "json"]);
+    assert!(stdout(&out).contains("web-2.4.1"), "{}", stdout(&out));
+    h.ok(&["rollout", "pause", "web", "--reason", "item 18"]);
+    double.lag_reads(&empty, 0);
+    let out = h.ok(&["rollout", "status", "web", "--format", "json"]);
+    assert!(stdout(&out).contains("paused"), "{}", stdout(&out));
+}
