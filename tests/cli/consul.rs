@@ -985,3 +985,60 @@ fn rollout_commands_never_act_on_a_restarted_servers_old_state() {
     let out = h.ok(&["rollout", "status", "web", "--format", "json"]);
     assert!(stdout(&out).contains("paused"), "{}", stdout(&out));
 }
+
+/// Issue 14, item 18, on a real Consul server kept on disk: SIGKILLed and
+/// restarted mid-run, polled from the moment it starts. Whatever it answers
+/// while it replays its log, `attributes` never prints an older generation
+/// as fresh: it is the latest, or the cache marked stale, or an error.
+#[test]
+fn a_real_server_restarted_mid_run_never_serves_an_old_state_as_fresh() {
+    if crate::support::consul_agent::skip("consul::a_real_server_restarted_mid_run") {
+        return;
+    }
+    let mut agent = ConsulAgent::start_persistent();
+    let h = Harness::on(Backend::Consul, format!("consul://{}", agent.address()));
+    h.import(&fixture("view.yml"));
+    // A long log to replay on restart (Consul answered revision 7 where
+    // the cache held ~3300), and then the generation the node last saw.
+    for n in 0..3000 {
+        let (status, body) = request(
+            &agent.address(),
+            "PUT",
+            &format!("/v1/kv/filler/{n}"),
+            Some(b"x"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    h.ok(&["set", "--cluster", "web", "app.workers=99"]);
+    let latest = h.attributes("web", "web-02");
+    agent.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut answers, mut stale, mut reread) = (0, 0, 0);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no fresh answer within 60s of the restart ({answers} answers, {stale} stale)"
+        );
+        let out = h.run(&ATTRIBUTES_WEB_02);
+        if !out.status.success() {
+            continue;
+        }
+        answers += 1;
+        reread += usize::from(stderr(&out).contains("reading again consistently"));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if doc["convergent"]["source"]["stale"] == true {
+            stale += 1;
+            continue;
+        }
+        assert_eq!(
+            doc["convergent"]["generation"],
+            latest["convergent"]["generation"],
+            "an older state served as fresh: {doc}\n{}",
+            stderr(&out)
+        );
+        break;
+    }
+    eprintln!("after the restart: {answers} answers, {stale} stale, {reread} read again");
+}
