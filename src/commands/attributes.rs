@@ -104,7 +104,7 @@ pub fn fetch(
 /// newest key was deleted. When the consistent read cannot be made, the
 /// store counts as unavailable, so the cache is served marked stale (within
 /// `--max-stale`) and the old answer never passes as fresh.
-fn fetch_not_behind(
+pub fn fetch_not_behind(
     ctx: &Context,
     store: &dyn Store,
     seen: Option<u64>,
