@@ -207,7 +207,10 @@ impl Cache {
             && old.generation == new.generation
             && old.desired == new.desired
             && old.rollout == new.rollout
-            && old.source.store == new.source.store;
+            && old.source.store == new.source.store
+            // A lower revision accepted (a restore, or on Consul the newest
+            // key deleted) is recorded, so the next run compares with it.
+            && new.source.revision >= old.source.revision;
         same && fs::File::options()
             .write(true)
             .open(path)
@@ -345,6 +348,7 @@ mod tests {
         };
         let mut old = document();
         old.convergent.source.fetched_at = "2026-01-01T00:00:00Z".into();
+        old.convergent.source.revision = Some(40);
         let path = cache.save(&KEY, &old).unwrap();
         let written = fs::read(&path).unwrap();
         let before = fs::metadata(&path).unwrap().modified().unwrap();
@@ -363,6 +367,14 @@ mod tests {
             loaded.attributes.convergent.source.fetched_at,
             "2026-01-01T00:00:00Z"
         );
+        // The same result at a lower revision than recorded (accepted after
+        // a consistent read) is recorded: the next run compares with it.
+        let mut lower = document();
+        lower.convergent.source.revision = Some(5);
+        cache.save(&KEY, &lower).unwrap();
+        let loaded = cache.load(&KEY, SystemTime::now()).unwrap();
+        assert_eq!(loaded.attributes.convergent.source.revision, Some(5));
+        let written = fs::read(&path).unwrap();
         // Another result is written.
         let mut changed = document();
         changed.convergent.desired = json!({"state": "on"});

@@ -39,20 +39,40 @@ pub fn update<F>(store: &dyn Store, keys: &[String], mut change: F) -> Result<Ve
 where
     F: FnMut(&Current) -> Result<Option<Vec<Option<Value>>>>,
 {
+    // What is written is computed from what is read: only what a quorum
+    // confirmed (a Consul server just restarted answers default reads from
+    // an old state).
+    let consistent = store.consistent();
+    let reader = consistent.as_deref().unwrap_or(store);
     let mut last_problem = String::new();
     // A write whose answer was lost: the next read tells whether it landed.
     let mut unknown_outcome: Option<Error> = None;
+    // The highest revision read so far, and whether a lower one was already
+    // read again once.
+    let mut seen: Option<u64> = None;
+    let mut reread_lower = false;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             thread::sleep(backoff(attempt));
         }
         // The store already retried within --timeout: an unavailable store
         // is final here, not something to wait out ten times over.
-        let snapshot = match store.read_trees(keys) {
+        let snapshot = match reader.read_trees(keys) {
             Ok(s) => s,
             Err(e) if e.is_unavailable() => return Err(unknown_outcome.unwrap_or(e)),
             Err(e) => return Err(e),
         };
+        // Behind what this call already read: read once more before acting
+        // on it. A second lower answer is the store's word (on Consul the
+        // revision falls when another writer deletes the newest key).
+        if let (Some(before), Some(now)) = (seen, snapshot.revision) {
+            if now < before && !reread_lower {
+                reread_lower = true;
+                last_problem = format!("a read went back from revision {before} to {now}");
+                continue;
+            }
+        }
+        seen = seen.max(snapshot.revision);
         let after_lost_answer = unknown_outcome.take().is_some();
         let docs = keys
             .iter()
@@ -195,6 +215,72 @@ mod tests {
         .unwrap();
         assert_eq!(attempts, 2);
         assert_eq!(s.load().unwrap(), json!({"p": {"d": {"a": 5, "b": 9}}}));
+    }
+
+    /// A file store whose reads report the given revisions in turn.
+    struct Revisions {
+        inner: FileStore,
+        revisions: std::cell::RefCell<Vec<u64>>,
+    }
+
+    impl Store for Revisions {
+        fn kind(&self) -> crate::store::StoreKind {
+            self.inner.kind()
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn read_trees(&self, roots: &[String]) -> Result<crate::store::Snapshot> {
+            let mut snapshot = self.inner.read_trees(roots)?;
+            snapshot.revision = Some(self.revisions.borrow_mut().remove(0));
+            Ok(snapshot)
+        }
+        fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+            self.inner.commit(txn)
+        }
+        fn lock(
+            &self,
+            name: &str,
+            ttl: Duration,
+            holder: &str,
+        ) -> Result<Box<dyn crate::store::HeldLock>> {
+            self.inner.lock(name, ttl, holder)
+        }
+        fn watch(&self, roots: &[String]) -> Result<Box<dyn crate::store::ChangeFeed>> {
+            self.inner.watch(roots)
+        }
+    }
+
+    #[test]
+    fn a_read_behind_an_earlier_one_is_read_again_before_acting() {
+        let (_d, inner) = store();
+        let s = Revisions {
+            inner,
+            revisions: vec![50, 7, 7].into(),
+        };
+        let keys = vec!["p/d".to_string()];
+        let mut seen = Vec::new();
+        update(&s, &keys, |cur| {
+            seen.push(cur.docs[0].clone());
+            if seen.len() == 1 {
+                // Another writer gets in first: a conflict, read again.
+                s.inner
+                    .commit(&Txn {
+                        compares: vec![],
+                        ops: vec![Op::Put {
+                            key: "p/d/b".into(),
+                            value: b"9".to_vec(),
+                        }],
+                    })
+                    .unwrap();
+            }
+            Ok(Some(vec![Some(json!({"a": 5}))]))
+        })
+        .unwrap();
+        // Revision 7 after 50 was not acted on at once; read again, it is
+        // the store's word.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(s.revisions.borrow().is_empty(), "three reads");
     }
 
     #[test]

@@ -33,7 +33,13 @@ pub fn run(ctx: &Context, args: &AttributesArgs) -> Result<()> {
     let cache = Cache::new(ctx.settings.cache_dir.clone(), ctx.env);
 
     let store = ctx.open_store();
-    let fetched = store.and_then(|store| fetch(ctx, store.as_ref(), &cluster, &node));
+    let fetched = store.and_then(|store| {
+        let seen = cache
+            .load(&key, SystemTime::now())
+            .ok()
+            .and_then(|c| c.attributes.convergent.source.revision);
+        fetch_not_behind(ctx, store.as_ref(), seen, &cluster, &node)
+    });
     let document = match fetched {
         Ok(document) => {
             // The store answered: a cache that cannot be written (a full or
@@ -89,6 +95,47 @@ pub fn fetch(
     ))
 }
 
+/// Reads the node's attributes, and when the answer is at a lower revision
+/// than the cache recorded (`seen`), reads again consistently: a Consul
+/// server restarted and not yet caught up answers default reads with an old
+/// index and old data, as if they were current. The consistent answer then
+/// stands even if it is still lower — a quorum confirmed it, and a lower
+/// revision is legitimate after a snapshot restore or, on Consul (whose
+/// revision is the newest `ModifyIndex` among the keys read), after the
+/// newest key was deleted. When the consistent read cannot be made, the
+/// store counts as unavailable, so the cache is served marked stale (within
+/// `--max-stale`) and the old answer never passes as fresh.
+pub fn fetch_not_behind(
+    ctx: &Context,
+    store: &dyn Store,
+    seen: Option<u64>,
+    cluster: &str,
+    node: &str,
+) -> Result<AttributesDocument> {
+    let document = fetch(ctx, store, cluster, node)?;
+    let read = document.convergent.source.revision;
+    if !went_back(seen, read) {
+        return Ok(document);
+    }
+    let Some(consistent) = store.consistent() else {
+        // Its reads already are the strongest it offers.
+        return Ok(document);
+    };
+    crate::output::warn(&format!(
+        "convergent: warning: store {} answered revision {} where this node has already \
+         seen {}; reading again consistently",
+        store.describe(),
+        read.unwrap_or(0),
+        seen.unwrap_or(0)
+    ));
+    fetch(ctx, consistent.as_ref(), cluster, node)
+}
+
+/// Whether a read at `read` is behind the revision `seen` before.
+fn went_back(seen: Option<u64>, read: Option<u64>) -> bool {
+    matches!((seen, read), (Some(seen), Some(read)) if read < seen)
+}
+
 /// The cache entry of one node's attributes.
 pub fn cache_key<'a>(
     store: &'a str,
@@ -139,4 +186,19 @@ fn from_cache(
     document.convergent.source.stale = true;
     document.convergent.source.cache_age_s = Some(cached.age_s);
     Ok(document)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::went_back;
+
+    #[test]
+    fn only_a_lower_known_revision_is_behind() {
+        assert!(went_back(Some(3300), Some(7)));
+        assert!(!went_back(Some(7), Some(7)));
+        assert!(!went_back(Some(7), Some(3300)));
+        // Nothing to compare: a first run, or a store without revisions.
+        assert!(!went_back(None, Some(7)));
+        assert!(!went_back(Some(7), None));
+    }
 }

@@ -50,7 +50,7 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> Result<()> {
     let prefix = &ctx.settings.prefix;
     let file_tree = view::rebase(view_file::read(&args.file)?.1, prefix);
     let layout = ctx.layout();
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_consistent()?;
     // Importing into a file store creates the file.
     let creating = matches!(&ctx.settings.store, StoreUrl::File { path } if !path.exists());
     let (before, existing) = if creating {

@@ -50,6 +50,14 @@ impl Context<'_> {
         }
     }
 
+    /// Opens the configured store reading only what a quorum confirmed,
+    /// for whatever acts on what it reads (the orchestrator): a server that
+    /// just restarted must not make it conclude that a record is gone.
+    pub fn open_store_consistent(&self) -> Result<Box<dyn Store>> {
+        let store = self.open_store()?;
+        Ok(store.consistent().unwrap_or(store))
+    }
+
     /// Opens the configured store.
     pub fn open_store(&self) -> Result<Box<dyn Store>> {
         store::open(

@@ -34,7 +34,7 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
             if let Some(cluster) = &a.cluster {
                 check_name(NameKind::Cluster, cluster).map_err(Error::BadName)?;
             }
-            let store = ctx.open_store()?;
+            let store = ctx.open_store_consistent()?;
             // A forward orchestrator still running needs a turn to see the
             // rollback and let go of the plan's lock.
             let options = run_options(ctx, &a.options, true);
@@ -82,7 +82,7 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
         ctx.format("rollout run", &[Format::Table, Format::Json])?
     };
     let plan = Plan::from_file(&args.plan)?;
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_consistent()?;
     let options = run_options(ctx, &args.options, false);
     if args.dry_run {
         // What the real start would refuse, the dry run refuses too.
@@ -158,7 +158,7 @@ fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<
         &[Format::Table, Format::Json, Format::Yaml],
     )?;
     check_name(NameKind::Cluster, &args.cluster).map_err(Error::BadName)?;
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_consistent()?;
     let state = orchestrator::control(
         store.as_ref(),
         &ctx.layout(),
@@ -198,7 +198,7 @@ fn status(ctx: &Context, args: &RolloutStatusArgs) -> Result<()> {
     if let Some(c) = &args.cluster {
         check_name(NameKind::Cluster, c).map_err(Error::BadName)?;
     }
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_consistent()?;
     let member_ttl = args.member_ttl.map_or(ctx.settings.member_ttl, |d| d.0);
     let (views, unreadable) = orchestrator::rollouts(
         store.as_ref(),

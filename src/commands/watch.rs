@@ -30,7 +30,7 @@ use crate::atomic_file;
 use crate::cache::Cache;
 use crate::cli::{SplayFrom, WatchArgs};
 use crate::clock::{now_rfc3339, random_fraction, HumanDuration};
-use crate::commands::attributes::{cache_key, fetch};
+use crate::commands::attributes::{cache_key, fetch_not_behind};
 use crate::commands::health::check_and_report;
 use crate::commands::Context;
 use crate::env::Env;
@@ -139,6 +139,7 @@ pub fn follow(
         interval: spec.interval.max(Duration::from_secs(1)),
         output: spec.output,
         last_run_for: None,
+        seen_revision: None,
         health_interval: spec.health_interval,
         checks: spec.checks,
         last_health: None,
@@ -209,6 +210,9 @@ struct Agent<'c> {
     output: Option<PathBuf>,
     /// The generation the program last ran for.
     last_run_for: Option<String>,
+    /// The store revision last accepted: a read behind it (a Consul server
+    /// just restarted) is read again consistently before acting.
+    seen_revision: Option<u64>,
     /// How often health is re-checked between runs (zero: never).
     health_interval: Duration,
     /// The recipe's checks file.
@@ -293,7 +297,7 @@ impl Agent<'_> {
             };
             if look {
                 next_look = Instant::now() + self.interval;
-                match fetch(self.ctx, self.store.as_ref(), &self.cluster, &self.node) {
+                match self.fetch() {
                     Ok(doc) => {
                         failures = 0;
                         if self.differs(&doc) {
@@ -404,7 +408,7 @@ impl Agent<'_> {
                 return Ok(());
             }
             // The desired state may have moved on while we waited.
-            match fetch(self.ctx, self.store.as_ref(), &self.cluster, &self.node) {
+            match self.fetch() {
                 Ok(fresh) => doc = fresh,
                 Err(e) => {
                     self.log(format_args!("{e}; the run waits for the next look"));
@@ -435,6 +439,23 @@ impl Agent<'_> {
         }
         self.last_run_for = Some(generation);
         Ok(())
+    }
+
+    /// Reads the node's attributes, never behind a revision already read.
+    fn fetch(&mut self) -> Result<AttributesDocument> {
+        let doc = fetch_not_behind(
+            self.ctx,
+            self.store.as_ref(),
+            self.seen_revision,
+            &self.cluster,
+            &self.node,
+        )?;
+        // What was accepted is the store's word, even lower (see
+        // `fetch_not_behind`): later reads are compared with it.
+        if doc.convergent.source.revision.is_some() {
+            self.seen_revision = doc.convergent.source.revision;
+        }
+        Ok(doc)
     }
 
     /// Caches the document and writes the attributes file; returns its path.

@@ -72,6 +72,7 @@ pub struct ConsulStore {
 }
 
 /// A token or password: kept out of `Debug` output and messages.
+#[derive(Clone)]
 struct Secret(String);
 
 impl std::fmt::Debug for Secret {
@@ -102,7 +103,7 @@ impl Consistency {
 }
 
 /// Everything a request needs; shared with lock and watch threads.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Client {
     display: String,
     /// `http[s]://host:port[/path-prefix]`.
@@ -916,6 +917,23 @@ impl Store for ConsulStore {
             }
             _ => Err(client.refused(&reply, largest)),
         }
+    }
+
+    /// `?consistent` unless asked for already: the default mode lets a
+    /// server that believes it leads answer from a state that is not yet
+    /// caught up (right after a restart it answered an index of 7 where the
+    /// cluster was at 3300); `consistent` makes it confirm with a quorum.
+    fn consistent(&self) -> Option<Box<dyn Store>> {
+        if self.client.consistency == Consistency::Consistent {
+            return None;
+        }
+        let client = Client {
+            consistency: Consistency::Consistent,
+            ..(*self.client).clone()
+        };
+        Some(Box::new(ConsulStore {
+            client: Arc::new(client),
+        }))
     }
 
     fn txn_limits(&self) -> TxnLimits {

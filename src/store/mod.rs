@@ -244,6 +244,13 @@ pub trait Store {
         })
     }
 
+    /// The same store reading only what a quorum has confirmed, where its
+    /// reads are not already so (Consul's default and `stale` modes, etcd's
+    /// `serializable`); `None` when they are. Writes are the same either way.
+    fn consistent(&self) -> Option<Box<dyn Store>> {
+        None
+    }
+
     /// How big one transaction may be; bulk writes (`import`) split into
     /// transactions within these limits.
     fn txn_limits(&self) -> TxnLimits {

@@ -880,3 +880,165 @@ fn an_empty_value_reads_back_empty(backend: Backend) {
     };
     assert_eq!(store.get("p/empty").unwrap().unwrap().version, revision);
 }
+
+/// Issue 14, item 18: a Consul server SIGKILLed and restarted answered
+/// default reads from an old state (revision 7 where the node's cache held
+/// ~3300), and `attributes` printed it as fresh. The double answers as that
+/// server did: old data and an old index, with no sign that they are old.
+#[test]
+fn an_old_state_from_a_restarted_server_is_never_served_as_fresh() {
+    let h = Harness::with_fixture(Backend::ConsulDouble);
+    let double = h.consul_double();
+    let old = double.snapshot();
+    h.ok(&["set", "--cluster", "web", "app.workers=12"]);
+    let fresh = h.attributes("web", "web-02");
+    let revision = fresh["convergent"]["source"]["revision"].as_u64().unwrap();
+    assert_eq!(fresh["convergent"]["desired"]["app"]["workers"], 12);
+
+    // The next default read is behind the cache: read again consistently,
+    // and that answer is the fresh one.
+    double.lag_reads(&old, 1);
+    double.clear_requests();
+    let out = h.run(&ATTRIBUTES_WEB_02);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["convergent"]["source"]["stale"], false);
+    assert_eq!(
+        doc["convergent"]["generation"],
+        fresh["convergent"]["generation"]
+    );
+    assert_eq!(doc["convergent"]["source"]["revision"], revision);
+    assert!(
+        stderr(&out).contains("reading again consistently"),
+        "{}",
+        stderr(&out)
+    );
+    let reads = double.requests_to("/v1/txn");
+    assert!(!reads[0].has("consistent") && reads.last().unwrap().has("consistent"));
+
+    // The server cannot serve consistent reads yet: the cache, marked stale.
+    double.lag_reads(&old, usize::MAX);
+    double.set_consistent_ready(false);
+    let (stale, warning) = h.stale_attributes("web", "web-02", "1s");
+    assert_eq!(
+        stale["convergent"]["generation"],
+        fresh["convergent"]["generation"]
+    );
+    assert!(stale["convergent"]["source"]["cache_age_s"].is_u64());
+    assert!(
+        warning.contains("Not ready to serve consistent reads"),
+        "{warning}"
+    );
+    // Without the cache fallback, unavailable: never the old state as fresh.
+    let out = h.run(&[&["--on-unreachable", "fail"][..], &ATTRIBUTES_WEB_02].concat());
+    assert_refused(&out, 69, &["Not ready to serve consistent reads"]);
+    // Past --max-stale: 69 too. Ages are whole seconds: let the cache
+    // become more than one second old (aging it, not waiting for a condition).
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = h.run(&[&["--max-stale", "1s"][..], &ATTRIBUTES_WEB_02].concat());
+    assert_refused(&out, 69, &["--max-stale"]);
+
+    // A write reads consistently: it waits for the server, never computes
+    // from the old state.
+    let out = h.run(&[
+        "--timeout",
+        "1s",
+        "set",
+        "--cluster",
+        "web",
+        "app.workers=13",
+    ]);
+    assert_refused(&out, 69, &["Not ready to serve consistent reads"]);
+    double.set_consistent_ready(true);
+    double.clear_requests();
+    h.ok(&["set", "--cluster", "web", "app.workers=13"]);
+    let reads: Vec<_> = double
+        .requests_to("/v1/txn")
+        .into_iter()
+        .filter(|r| !r.is_write_txn())
+        .collect();
+    assert!(!reads.is_empty() && reads.iter().all(|r| r.has("consistent")));
+    double.lag_reads(&old, 0);
+    assert_eq!(
+        h.attributes("web", "web-01")["convergent"]["desired"]["app"]["workers"],
+        13
+    );
+}
+
+/// Issue 14, item 18: the orchestrator read a restarted server's old state
+/// and concluded "the rollout record is gone". Rollout commands read only
+/// what a quorum confirmed.
+#[test]
+fn rollout_commands_never_act_on_a_restarted_servers_old_state() {
+    let h = Harness::new(Backend::ConsulDouble);
+    let double = h.consul_double();
+    let empty = double.snapshot();
+    h.import(&fixture("view.yml"));
+    // Every default read now answers from before the import.
+    double.lag_reads(&empty, usize::MAX);
+    let out = h.run(&["--timeout", "1s", "export", "--format", "json"]);
+    assert!(!stdout(&out).contains("web-2.4.1"), "the double lags");
+    let out = h.ok(&["rollout", "status", "web", "--format", "json"]);
+    assert!(stdout(&out).contains("web-2.4.1"), "{}", stdout(&out));
+    h.ok(&["rollout", "pause", "web", "--reason", "item 18"]);
+    double.lag_reads(&empty, 0);
+    let out = h.ok(&["rollout", "status", "web", "--format", "json"]);
+    assert!(stdout(&out).contains("paused"), "{}", stdout(&out));
+}
+
+/// Issue 14, item 18, on a real Consul server kept on disk: SIGKILLed and
+/// restarted mid-run, polled from the moment it starts. Whatever it answers
+/// while it replays its log, `attributes` never prints an older generation
+/// as fresh: it is the latest, or the cache marked stale, or an error.
+#[test]
+fn a_real_server_restarted_mid_run_never_serves_an_old_state_as_fresh() {
+    if crate::support::consul_agent::skip("consul::a_real_server_restarted_mid_run") {
+        return;
+    }
+    let mut agent = ConsulAgent::start_persistent();
+    let h = Harness::on(Backend::Consul, format!("consul://{}", agent.address()));
+    h.import(&fixture("view.yml"));
+    // A long log to replay on restart (Consul answered revision 7 where
+    // the cache held ~3300), and then the generation the node last saw.
+    for n in 0..3000 {
+        let (status, body) = request(
+            &agent.address(),
+            "PUT",
+            &format!("/v1/kv/filler/{n}"),
+            Some(b"x"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    h.ok(&["set", "--cluster", "web", "app.workers=99"]);
+    let latest = h.attributes("web", "web-02");
+    agent.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut answers, mut stale, mut reread) = (0, 0, 0);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no fresh answer within 60s of the restart ({answers} answers, {stale} stale)"
+        );
+        let out = h.run(&ATTRIBUTES_WEB_02);
+        if !out.status.success() {
+            continue;
+        }
+        answers += 1;
+        reread += usize::from(stderr(&out).contains("reading again consistently"));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if doc["convergent"]["source"]["stale"] == true {
+            stale += 1;
+            continue;
+        }
+        assert_eq!(
+            doc["convergent"]["generation"],
+            latest["convergent"]["generation"],
+            "an older state served as fresh: {doc}\n{}",
+            stderr(&out)
+        );
+        break;
+    }
+    eprintln!("after the restart: {answers} answers, {stale} stale, {reread} read again");
+}

@@ -59,6 +59,9 @@ pub struct ConsulAgent {
     child: Option<Child>,
     /// The management token, when ACLs are on.
     management: Option<String>,
+    /// A single server keeping its data in `dir` (not `-dev`): it survives
+    /// [`ConsulAgent::restart`].
+    persistent: bool,
 }
 
 impl ConsulAgent {
@@ -73,9 +76,19 @@ impl ConsulAgent {
         ConsulAgent::start_with(Some(management.to_string()))
     }
 
+    /// A single server (`-server -bootstrap-expect=1`) keeping its data on
+    /// disk, so that it can be killed and restarted with its data.
+    pub fn start_persistent() -> ConsulAgent {
+        ConsulAgent::start_as(None, true)
+    }
+
     fn start_with(management: Option<String>) -> ConsulAgent {
+        ConsulAgent::start_as(management, false)
+    }
+
+    fn start_as(management: Option<String>, persistent: bool) -> ConsulAgent {
         for attempt in 0.. {
-            let mut agent = ConsulAgent::spawn(management.clone());
+            let mut agent = ConsulAgent::spawn(management.clone(), persistent);
             match agent.wait_ready() {
                 Ok(()) => return agent,
                 // Another test may have taken a port between pick and bind.
@@ -88,7 +101,7 @@ impl ConsulAgent {
         unreachable!()
     }
 
-    fn spawn(management: Option<String>) -> ConsulAgent {
+    fn spawn(management: Option<String>, persistent: bool) -> ConsulAgent {
         let dir = tempfile::tempdir().unwrap();
         let minor = minor_version();
         let http_port = free_port();
@@ -129,21 +142,52 @@ impl ConsulAgent {
         }
         let config_file = dir.path().join("agent.json");
         std::fs::write(&config_file, config.to_string()).unwrap();
-        let log = File::create(dir.path().join("consul.log")).unwrap();
-        let child = Command::new(consul_bin())
-            .args(["agent", "-dev", "-config-file"])
-            .arg(&config_file)
+        let mut agent = ConsulAgent {
+            http_port,
+            dir,
+            child: None,
+            management,
+            persistent,
+        };
+        agent.launch();
+        agent
+    }
+
+    /// Starts the process on the agent's config (and data, if persistent).
+    fn launch(&mut self) {
+        let dir = self.dir.path();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("consul.log"))
+            .unwrap();
+        let mut command = Command::new(consul_bin());
+        command.arg("agent");
+        if self.persistent {
+            command
+                .args(["-server", "-bootstrap-expect=1", "-data-dir"])
+                .arg(dir.join("data"));
+        } else {
+            command.arg("-dev");
+        }
+        let child = command
+            .arg("-config-file")
+            .arg(dir.join("agent.json"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} ({e})", consul_bin()));
-        ConsulAgent {
-            http_port,
-            dir,
-            child: Some(child),
-            management,
-        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs a persistent agent and starts it again on the same ports
+    /// and data, without waiting for it to be ready: what a crashed and
+    /// restarted server answers first is what a test wants to see.
+    pub fn restart(&mut self) {
+        assert!(self.persistent, "only a persistent agent keeps its data");
+        self.kill();
+        self.launch();
     }
 
     /// `127.0.0.1:PORT` of its HTTP API.

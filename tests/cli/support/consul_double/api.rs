@@ -784,6 +784,30 @@ fn txn(ctx: &Ctx) -> Answer {
             Response::json(409, &body)
         });
     }
+    let local = ctx.dc == state.local_dc();
+    if writes == 0 && mode == Mode::Consistent && local && state.consistent_not_ready {
+        return Err(Response::text(
+            500,
+            "rpc error making call: Not ready to serve consistent reads",
+        ));
+    }
+    if writes == 0 && mode != Mode::Consistent && local {
+        if let Some((old, left)) = &mut state.lagging {
+            let mut scratch = old.clone();
+            *left -= 1;
+            if *left == 0 {
+                state.lagging = None;
+            }
+            let index = scratch.index;
+            let results: Vec<Value> = ops
+                .iter()
+                .flat_map(|op| run_op(&mut scratch, op, index).unwrap_or_default())
+                .map(|e| json!({ "KV": e }))
+                .collect();
+            let body = json!({"Results": results, "Errors": null});
+            return Ok(read_meta(&state, body, 200));
+        }
+    }
     let dc = state.dcs.get_mut(&ctx.dc).unwrap();
     let mut scratch = dc.clone();
     let index = if writes > 0 {

@@ -129,6 +129,13 @@ struct State {
     leader_lost: Option<Instant>,
     /// Bumped when a snapshot is restored: blocked queries return at once.
     abandon: u64,
+    /// An older state the next default or stale reads are answered from, as
+    /// a server restarted and not yet caught up answers them (`?consistent`
+    /// reads wait for it to catch up, so see the real state), and how many.
+    lagging: Option<(Datacenter, usize)>,
+    /// Consistent reads fail with Consul's 500 "Not ready to serve
+    /// consistent reads", as they do until a restarted leader caught up.
+    consistent_not_ready: bool,
 }
 
 impl State {
@@ -166,6 +173,8 @@ impl ConsulDouble {
                 dcs,
                 leader_lost: None,
                 abandon: 0,
+                lagging: None,
+                consistent_not_ready: false,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -344,6 +353,21 @@ impl ConsulDouble {
         state.dcs.insert(dc, snapshot.0.clone());
         state.abandon += 1;
         self.shared.changed.notify_all();
+    }
+
+    /// Answers the next `reads` transactions that read without
+    /// `?consistent` from `snapshot`, as a Consul server SIGKILLed and
+    /// restarted does while it replays its log: an older index and older
+    /// data, with no sign that they are old. Consistent reads see the
+    /// current state.
+    pub fn lag_reads(&self, snapshot: &Snapshot, reads: usize) {
+        self.state().lagging = (reads > 0).then(|| (snapshot.0.clone(), reads));
+    }
+
+    /// Makes consistent reads fail (`ready: false`) as a restarted leader's
+    /// do until it has caught up, or answer again.
+    pub fn set_consistent_ready(&self, ready: bool) {
+        self.state().consistent_not_ready = !ready;
     }
 
     /// Adds an ACL token (ACLs must be on).
