@@ -260,6 +260,15 @@ fn leaves_at<'v>(doc: &'v Value, base: &[String]) -> Vec<(Path, &'v Value)> {
     out
 }
 
+/// The document at each of `keys`, folded from the tree read under it
+/// (`trees[i]` read for `keys[i]`, as a store's `read_trees` answers).
+pub fn fold_each(keys: &[String], trees: &[Vec<Entry>]) -> Result<Vec<Option<Value>>> {
+    keys.iter()
+        .zip(trees)
+        .map(|(key, entries)| Ok(fold(key, entries)?.map(|s| s.doc)))
+        .collect()
+}
+
 /// Folds the entries of one tree — the key `root` and the keys under
 /// `root/` — into one document, each leaf remembering the key that set it.
 ///

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::clock::random_fraction;
-use crate::document::{encode_value, fold};
+use crate::document::{encode_value, fold_each};
 use crate::error::{Error, Result};
 use crate::store::{Compare, Entry, Op, Store, Txn, TxnOutcome};
 
@@ -74,11 +74,7 @@ where
         }
         seen = seen.max(snapshot.revision);
         let after_lost_answer = unknown_outcome.take().is_some();
-        let docs = keys
-            .iter()
-            .zip(&snapshot.trees)
-            .map(|(key, entries)| Ok(fold(key, entries)?.map(|s| s.doc)))
-            .collect::<Result<Vec<_>>>()?;
+        let docs = fold_each(keys, &snapshot.trees)?;
         let current = Current {
             docs,
             trees: snapshot.trees,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::cli::{HistoryArgs, RevertArgs};
 use crate::commands::edit::{edit, Target};
 use crate::commands::Context;
-use crate::document::{fold, generation, get_path, parse_path, remove_path, set_path};
+use crate::document::{fold_each, generation, get_path, parse_path, remove_path, set_path};
 use crate::error::{Error, Result};
 use crate::history::{entries, Change};
 use crate::layout::{check_name, NameKind};
@@ -74,11 +74,7 @@ fn read(ctx: &Context, cluster: &str) -> Result<(Vec<Change>, Vec<SourcedEvent>)
     ];
     let store = ctx.open_store()?;
     let snapshot = store.read_trees(&keys)?;
-    let docs = keys
-        .iter()
-        .zip(&snapshot.trees)
-        .map(|(key, entries)| Ok(fold(key, entries)?.map(|s| s.doc)))
-        .collect::<Result<Vec<_>>>()?;
+    let docs = fold_each(&keys, &snapshot.trees)?;
     if docs[0].is_none() && docs[3].is_none() && docs[4].is_none() {
         return Err(Error::bad_key(
             &keys[3],

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::plan::Plan;
 use super::state::{rollout_id, PlanProgress, PlanStatus, RolloutState};
-use crate::document::{fold, generation};
+use crate::document::{fold_each, generation};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::schema::{state_of, Schema};
@@ -135,11 +135,7 @@ pub fn preflight(store: &dyn Store, layout: &Layout, plan: &Plan) -> Result<()> 
         keys.push(layout.schema(&step.cluster));
     }
     let snapshot = store.read_trees(&keys)?;
-    let docs = keys
-        .iter()
-        .zip(&snapshot.trees)
-        .map(|(key, entries)| Ok(fold(key, entries)?.map(|s| s.doc)))
-        .collect::<Result<Vec<_>>>()?;
+    let docs = fold_each(&keys, &snapshot.trees)?;
     let doc_of = |key: &str| {
         keys.iter()
             .position(|k| k == key)
