@@ -8,8 +8,9 @@ use serde_json::Value;
 use crate::cli::CompleteNamesArgs;
 use crate::commands::Context;
 use crate::document::fold;
+use crate::entry::Entry;
 use crate::error::Result;
-use crate::layout::{check_name, NameKind};
+use crate::layout::{check_name, Layout, NameKind};
 use crate::output;
 
 /// Completes `--cluster` and `--node` values from the store, then hands
@@ -67,11 +68,9 @@ pub fn names(ctx: &Context, args: &CompleteNamesArgs) -> Result<()> {
 fn list(ctx: &Context, args: &CompleteNamesArgs) -> Result<Vec<String>> {
     let layout = ctx.layout();
     let roots = match (args.what.as_str(), &args.cluster) {
-        ("nodes", Some(cluster)) if check_name(NameKind::Cluster, cluster).is_ok() => vec![
-            layout.observed(cluster),
-            layout.nodes(cluster),
-            layout.members(cluster),
-        ],
+        ("nodes", Some(cluster)) if check_name(NameKind::Cluster, cluster).is_ok() => {
+            known_node_roots(&layout, cluster)
+        }
         ("nodes", _) => return Ok(Vec::new()),
         _ => vec![layout.clusters()],
     };
@@ -79,17 +78,32 @@ fn list(ctx: &Context, args: &CompleteNamesArgs) -> Result<Vec<String>> {
     let snapshot = store.read_trees(&roots)?;
     let mut names = Vec::new();
     for (root, entries) in roots.iter().zip(&snapshot.trees) {
-        match fold(root, entries)?.map(|f| f.doc) {
-            Some(Value::Object(map)) => names.extend(map.keys().cloned()),
-            Some(Value::Array(members)) => names.extend(
-                members
-                    .iter()
-                    .filter_map(|m| m.as_str().map(str::to_string)),
-            ),
-            _ => {}
-        }
+        names.extend(names_in(root, entries)?);
     }
     names.sort();
     names.dedup();
     Ok(names)
+}
+
+/// Where a cluster's nodes are named: its reports, its overrides and its
+/// static member list.
+pub(super) fn known_node_roots(layout: &Layout, cluster: &str) -> Vec<String> {
+    vec![
+        layout.observed(cluster),
+        layout.nodes(cluster),
+        layout.members(cluster),
+    ]
+}
+
+/// The names a tree holds: the keys of the map folded at `root`, or the
+/// strings of a list there (a static member list).
+pub(super) fn names_in(root: &str, entries: &[Entry]) -> Result<Vec<String>> {
+    Ok(match fold(root, entries)?.map(|f| f.doc) {
+        Some(Value::Object(map)) => map.keys().cloned().collect(),
+        Some(Value::Array(members)) => members
+            .iter()
+            .filter_map(|m| m.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    })
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::{PreviewArgs, SetArgs, UnsetArgs};
+use crate::commands::completion::{known_node_roots, names_in};
 use crate::commands::Context;
 use crate::document::{decode_value, display_path, parse_path, remove_path, set_path, Path};
 use crate::error::{Error, Result};
@@ -131,30 +132,14 @@ pub fn unset(ctx: &Context, args: &UnsetArgs) -> Result<()> {
 /// `; did you mean "web-09"?` from the nodes the cluster knows (reported,
 /// overridden or static members). Read only when a name is wrong.
 fn known_nodes_hint(ctx: &Context, cluster: &str, node: &str) -> String {
-    let layout = ctx.layout();
-    let roots = [
-        layout.observed(cluster),
-        layout.nodes(cluster),
-        layout.members(cluster),
-    ];
+    let roots = known_node_roots(&ctx.layout(), cluster);
     let Ok(snapshot) = ctx.open_store().and_then(|s| s.read_trees(&roots)) else {
         return String::new();
     };
     let mut names: Vec<String> = Vec::new();
     for (root, entries) in roots.iter().zip(&snapshot.trees) {
-        match crate::document::fold(root, entries)
-            .ok()
-            .flatten()
-            .map(|f| f.doc)
-        {
-            Some(Value::Object(map)) => names.extend(map.keys().cloned()),
-            Some(Value::Array(members)) => names.extend(
-                members
-                    .iter()
-                    .filter_map(|m| m.as_str().map(str::to_string)),
-            ),
-            _ => {}
-        }
+        // A tree that cannot be read gives no hint; the others still do.
+        names.extend(names_in(root, entries).unwrap_or_default());
     }
     crate::suggest::hint(node, names.iter().map(String::as_str))
 }
