@@ -123,28 +123,27 @@ action_class do
       action :nothing
     end
   end
+
+  # :start and :restart: the unit or init script written, then the service
+  # enabled and started (or restarted).
+  def run_agent(verb)
+    declare_daemon_reload if systemd?
+    declare_service
+    write_definition
+    service service_name do
+      provider Chef::Provider::Service::Debian unless systemd?
+      supports status: true, restart: true
+      action [:enable, verb]
+    end
+  end
 end
 
 action :start do
-  declare_daemon_reload if systemd?
-  declare_service
-  write_definition
-  service service_name do
-    provider Chef::Provider::Service::Debian unless systemd?
-    supports status: true, restart: true
-    action [:enable, :start]
-  end
+  run_agent(:start)
 end
 
 action :restart do
-  declare_daemon_reload if systemd?
-  declare_service
-  write_definition
-  service service_name do
-    provider Chef::Provider::Service::Debian unless systemd?
-    supports status: true, restart: true
-    action [:enable, :restart]
-  end
+  run_agent(:restart)
 end
 
 action :stop do
