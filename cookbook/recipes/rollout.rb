@@ -2,13 +2,13 @@
 # Cookbook:: convergent
 # Recipe:: rollout
 #
-# On an orchestration node: runs the plans of node['convergent']['rollout']
+# On an orchestration node: runs the plans of node['convergent']['orchestrator']
 # with convergent_rollout, in the order given. A completed plan runs
 # nothing; one in progress is resumed where its records in the store say it
 # stopped. The binary and its config come from convergent::default (or your
 # own install and config).
 
-settings = node['convergent']['rollout']
+settings = node['convergent']['orchestrator']
 
 settings['plans'].each do |name, plan|
   convergent_rollout name do
