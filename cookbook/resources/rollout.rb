@@ -122,7 +122,8 @@ action_class do
                rollout_client.rollout_run(new_resource.plan, dry_run: true, options: run_options)
              end
     how = new_resource.wait ? 'run' : 'start in the background'
-    converge_by(["#{how} plan #{name} (#{before}); its dry run:", *output.lines.map(&:rstrip)]) {}
+    # The nested Array prints as it is (Chef prefixes each String with "Would").
+    converge_by(["#{how} plan #{name} (#{before}); its dry run:", output.lines.map { |l| "      #{l.rstrip}" }]) {}
   end
 
   # wait true: the orchestrator in the foreground until the plan completes
