@@ -144,6 +144,9 @@ action_class do
   # then up to start_wait seconds for its first move or its end.
   def start_in_background(name, file, before)
     client = rollout_client
+    # No orchestrator runs (checked above): a pid file left behind names a
+    # process that is gone, or another one that got its pid.
+    ::File.delete(new_resource.pid_file) if ::File.exist?(new_resource.pid_file)
     client.start_detached(client.rollout_run_args(file, options: run_options),
                           pid_file: new_resource.pid_file, log_file: new_resource.log_file)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + new_resource.start_wait
@@ -151,13 +154,19 @@ action_class do
       alive = Convergent::Rollout.running_pid(new_resource.pid_file)
       now = Convergent::Rollout.progress(client, name)
       return if now.completed?
-      unless alive
+      # start-stop-daemon may return before its child has written the pid file.
+      if !alive && ::File.exist?(new_resource.pid_file)
         raise Convergent::Error, "convergent_rollout #{name}: its orchestrator stopped before the plan completed " \
                                  "(#{now}); its log, #{new_resource.log_file}, ends with:\n" \
                                  "#{Convergent::Rollout.log_tail(new_resource.log_file)}"
       end
       return if now != before
       if Process.clock_gettime(Process::CLOCK_MONOTONIC) >= deadline
+        unless alive
+          raise Convergent::Error, "convergent_rollout #{name}: its orchestrator did not start within start_wait " \
+                                   "#{new_resource.start_wait}s (no pid file #{new_resource.pid_file}); its log, " \
+                                   "#{new_resource.log_file}, ends with:\n#{Convergent::Rollout.log_tail(new_resource.log_file)}"
+        end
         Chef::Log.info("convergent_rollout #{name}: its orchestrator runs in the background; " \
                        "the plan has not moved yet (#{now}); log #{new_resource.log_file}")
         return
