@@ -82,6 +82,15 @@ module Convergent
       )
     end
 
+    # A client from a resource with the connection properties of
+    # resources/_partial/_connection.rb (convergent_report, convergent_rollout).
+    def self.for_resource(resource, config_file:, logger: nil)
+      new(binary: resource.binary, store: resource.store, prefix: resource.prefix, config_file: config_file,
+          cache_dir: resource.cache_dir, timeout: resource.timeout, command_timeout: resource.command_timeout,
+          token_file: resource.token_file, environment: resource.environment, credentials: resource.credentials,
+          logger: logger)
+    end
+
     # @param binary [String] path of the `convergent` binary
     # @param store [String, nil] store URL (nil: the config file's or the binary's default)
     # @param prefix [String, nil] key prefix
