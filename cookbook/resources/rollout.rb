@@ -112,7 +112,7 @@ action_class do
              end
     how = new_resource.wait ? 'run' : 'start in the background'
     # The nested Array prints as it is (Chef prefixes each String with "Would").
-    converge_by(["#{how} plan #{name} (#{before}); its dry run:", output.lines.map { |l| "      #{l.rstrip}" }]) {}
+    converge_by(["#{how} plan #{name} (#{before}); its dry run:", output.lines.map { |l| "  #{l.rstrip}" }]) {}
   end
 
   # wait true: the orchestrator in the foreground until the plan completes
