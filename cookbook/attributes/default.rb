@@ -61,6 +61,22 @@ default['convergent']['report']['enabled'] = true
 # The cluster of the example recipes (convergent::example_web*).
 default['convergent']['example_web']['cluster'] = 'web'
 
+# convergent::rollout, on an orchestration node: the plans it runs, by name,
+# each a Hash (the plan's steps, as in a plan file; written to
+# /var/lib/convergent/plans/NAME.yml) or the absolute path of a plan file
+# whose name is NAME. Run in the order given; a completed plan runs nothing.
+# (Not under node['convergent']['rollout']: in a -j run that key is the
+# view's reading, taken out of node attributes; see the end of this file.)
+default['convergent']['orchestrator']['plans'] = {}
+# true: each plan runs to its end in the chef run (up to wait_timeout
+# seconds); false: its orchestrator starts in the background.
+default['convergent']['orchestrator']['wait'] = true
+default['convergent']['orchestrator']['wait_timeout'] = 3600
+# How often the orchestrator reads the fleet, and when a silent node is
+# absent (nil: the binary's defaults, 2s and 1h).
+default['convergent']['orchestrator']['poll'] = nil
+default['convergent']['orchestrator']['member_ttl'] = nil
+
 # A run started with an attributes file of `convergent attributes` passed
 # with -j (as `convergent watch --exec chef-client -- -j FILE` does): its
 # reading is taken out of normal attributes (saved with the node, so a key

@@ -23,7 +23,8 @@ require_relative 'error'
 require_relative 'store_url'
 
 module Convergent
-  # Runs the binary: `attributes`, `report`, `--version`.
+  # Runs the binary: `attributes`, `report`, `--version`, and the
+  # orchestrator's `rollout run` / `rollout status` / `get plans/NAME`.
   class Client
     DEFAULT_BINARY = '/usr/local/bin/convergent'
     # Seconds a run of the binary may take before it is stopped.
@@ -79,6 +80,15 @@ module Convergent
         credentials: credentials,
         logger: logger
       )
+    end
+
+    # A client from a resource with the connection properties of
+    # resources/_partial/_connection.rb (convergent_report, convergent_rollout).
+    def self.for_resource(resource, config_file:, logger: nil)
+      new(binary: resource.binary, store: resource.store, prefix: resource.prefix, config_file: config_file,
+          cache_dir: resource.cache_dir, timeout: resource.timeout, command_timeout: resource.command_timeout,
+          token_file: resource.token_file, environment: resource.environment, credentials: resource.credentials,
+          logger: logger)
     end
 
     # @param binary [String] path of the `convergent` binary
@@ -165,6 +175,70 @@ module Convergent
       run(args).stdout.strip
     end
 
+    # Runs a plan: `convergent rollout run PLAN` (or its `--dry-run`), which
+    # starts it or resumes it where its records in the store say it stopped.
+    #
+    # @param plan_file [String] the plan (YAML)
+    # @param dry_run [Boolean] print who goes when; write nothing
+    # @param options [Hash] `poll`, `member_ttl`, `lock_wait` (durations, nil: the binary's)
+    # @param timeout [Numeric, nil] seconds before the orchestrator is stopped
+    #   (default `command_timeout`); stopped, it resumes on the next run
+    # @param live_stdout [#<<, nil] receives its progress lines as they come
+    # @return [String] what it printed on stdout
+    # @raise [Convergent::Error] with the orchestrator's message (a paused or
+    #   failed rollout, a lock held by another orchestrator, a bad plan)
+    def rollout_run(plan_file, dry_run: false, options: {}, timeout: nil, live_stdout: nil)
+      run(rollout_run_args(plan_file, dry_run: dry_run, options: options),
+          timeout: timeout, live_stdout: live_stdout).stdout
+    end
+
+    # The arguments of `rollout run` (after the global ones).
+    def rollout_run_args(plan_file, dry_run: false, options: {})
+      args = ['rollout', 'run', plan_file]
+      args << '--dry-run' if dry_run
+      { 'poll' => options[:poll], 'member-ttl' => options[:member_ttl], 'lock-wait' => options[:lock_wait] }.each do |flag, value|
+        args << "--#{flag}=#{value}" unless value.nil? || value.to_s.empty?
+      end
+      args
+    end
+
+    # A plan's record in the store (`P/plans/NAME`: `status`, `done`,
+    # `steps`, history), or nil when the plan never started.
+    def plan_record(name)
+      JSON.parse(run(['--format=json', 'get', "plans/#{name}"]).stdout)
+    rescue Error => e
+      raise unless e.bad_data? && missing_key?(e.stderr, "plans/#{name}")
+      nil
+    end
+
+    # Every active rollout (`rollout status --format json`): an Array of
+    # `{"cluster", "step", "record" => {"id", "plan", "status", "batches", ...}, ...}`.
+    def rollouts
+      list = JSON.parse(run(['--format=json', 'rollout', 'status']).stdout)
+      raise Error.new('convergent rollout status printed something other than a list') unless list.is_a?(Array)
+      list
+    end
+
+    # Starts `args` in the background, detached from this process (its own
+    # session, stdin /dev/null, stdout and stderr appended to `log_file`),
+    # with start-stop-daemon: the pid goes to `pid_file`. Returns at once;
+    # the process inherits the environment (credentials included), never
+    # gets them on its command line.
+    def start_detached(args, pid_file:, log_file:)
+      [pid_file, log_file].each { |f| FileUtils.mkdir_p(::File.dirname(f), mode: 0o750) }
+      daemon = ['start-stop-daemon', '--start', '--background', '--make-pidfile', "--pidfile=#{pid_file}",
+                "--output=#{log_file}", "--exec=#{binary}", '--', *global_args, *args]
+      shell = Mixlib::ShellOut.new(*daemon, timeout: command_timeout, environment: @environment.merge(@credentials))
+      begin
+        shell.run_command
+      rescue SystemCallError, Mixlib::ShellOut::CommandTimeout => e
+        raise Error.new("cannot start #{binary} in the background: #{redact(e.message)}", command: daemon)
+      end
+      return if shell.exitstatus == 0
+      raise Error.new("start-stop-daemon exited #{shell.exitstatus}: #{redact(shell.stderr.strip)}\n  command: #{Convergent.command_line(daemon)}",
+                      exit_code: shell.exitstatus, command: daemon, stderr: redact(shell.stderr.strip))
+    end
+
     # The binary's version line, e.g. "convergent 0.1.0".
     def version
       run(['--version']).stdout.strip
@@ -195,16 +269,19 @@ module Convergent
     end
 
     # Runs the binary; returns the finished Mixlib::ShellOut or raises.
-    def run(args)
+    # `timeout` overrides command_timeout (the orchestrator runs longer).
+    def run(args, timeout: nil, live_stdout: nil)
       argv = command_for(args)
-      shell = Mixlib::ShellOut.new(*argv, timeout: command_timeout,
+      limit = timeout || command_timeout
+      shell = Mixlib::ShellOut.new(*argv, timeout: limit, live_stdout: live_stdout,
                                           environment: @environment.merge(@credentials))
-      what = "convergent #{args.first}"
+      words = args.grep_v(/\A--/)
+      what = "convergent #{(words.empty? ? args : words).first(2).join(' ')}"
       begin
         shell.run_command
       rescue Mixlib::ShellOut::CommandTimeout
         raise TimeoutError.new(
-          "#{what} did not finish within #{command_timeout}s and was stopped\n  command: #{Convergent.command_line(argv)}",
+          "#{what} did not finish within #{limit}s and was stopped\n  command: #{Convergent.command_line(argv)}",
           command: argv, stderr: redact(shell.stderr.to_s)
         )
       rescue SystemCallError => e
@@ -222,6 +299,15 @@ module Convergent
                       exit_code: shell.exitstatus, command: argv, stderr: stderr)
     end
 
+
+    # Whether stderr (the binary's JSON error, with --format=json) says
+    # nothing is stored at KEY.
+    def missing_key?(stderr, key)
+      error = JSON.parse(stderr.to_s.lines.last.to_s)
+      error.is_a?(Hash) && error['key'].to_s.end_with?("/#{key}") && error['message'].to_s.end_with?('nothing is stored at this key')
+    rescue JSON::ParserError
+      false
+    end
 
     def warn_stale(result, stderr)
       source = result['source']

@@ -45,18 +45,6 @@ end
 
 action_class do
   def convergent_resource_client
-    Convergent::Client.new(
-      binary: new_resource.binary,
-      store: new_resource.store,
-      prefix: new_resource.prefix,
-      config_file: node['convergent']['config_file'],
-      cache_dir: new_resource.cache_dir,
-      timeout: new_resource.timeout,
-      command_timeout: new_resource.command_timeout,
-      token_file: new_resource.token_file,
-      environment: new_resource.environment,
-      credentials: new_resource.credentials,
-      logger: Chef::Log
-    )
+    Convergent::Client.for_resource(new_resource, config_file: node['convergent']['config_file'], logger: Chef::Log)
   end
 end

@@ -175,4 +175,19 @@ class ClientTest < Minitest::Test
   def test_version
     assert_match(/\Aconvergent \d+\.\d+\.\d+/, client.version)
   end
+
+  # What convergent_report and convergent_rollout build from their
+  # connection properties (resources/_partial/_connection.rb).
+  def test_for_resource_takes_the_connection_properties
+    view
+    props = %i(binary store prefix cache_dir timeout command_timeout token_file environment credentials)
+    resource = Struct.new(*props).new(ConvergentTest::BINARY, "file:#{path('view.yml')}", 'pfx', path('cache'), '3s', 7,
+                                      nil, { 'ETCDCTL_USER' => 'deployer' }, { 'ETCDCTL_PASSWORD' => 's3cret-pw' })
+    c = Convergent::Client.for_resource(resource, config_file: @config, logger: @log)
+    assert_equal 7, c.command_timeout
+    assert_equal [ConvergentTest::BINARY, "--config=#{@config}", "--store=file:#{path('view.yml')}", '--prefix=pfx',
+                  "--cache-dir=#{path('cache')}", '--timeout=3s', 'x'], c.command_for(['x'])
+    refute_includes c.inspect, 's3cret-pw'
+    assert_includes c.inspect, 'ETCDCTL_PASSWORD'
+  end
 end

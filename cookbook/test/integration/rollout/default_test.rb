@@ -1,0 +1,73 @@
+# rollout: an orchestration node runs plan upgrade-5.1-2.5.0 (db to 5.1,
+# then web to 2.5.0 by a canary and halves) with convergent_rollout, on the
+# view of test/fixtures/views/tiers.yml whose nodes the plan's kick
+# simulates. test/fixtures/chef-runs ran, in order: a run with a plan the
+# schema refuses (run-broken.log), a why-run (run-0), then Kitchen's two
+# converges (run-1, run-2), keeping the store's plans and desired documents
+# after each.
+
+convergent = '/usr/local/bin/convergent'
+store = 'file:/tmp/kitchen/data/views/tiers.yml'
+state = '/var/lib/convergent-test'
+plan = 'upgrade-5.1-2.5.0'
+
+control 'rollout-a-failed-plan-fails-the-run' do
+  describe file("#{state}/run-broken.log") do
+    its('content') { should match(/convergent_rollout\[broken\]/) }
+    its('content') { should match(/convergent rollout run exited 65 \(bad data in the store or a file\): convergent: error: .*bogus/) }
+  end
+end
+
+control 'rollout-why-run-prints-the-dry-run-and-moves-nothing' do
+  describe file("#{state}/run-0.log") do
+    its('content') { should match(/Would run plan #{plan} \(not started\); its dry run:/) }
+    its('content') { should match(/plan #{plan}: 2 steps \(dry run: nothing is written\)/) }
+    its('content') { should match(/step 1: cluster db, rollout #{plan}\.1/) }
+    its('content') { should match(/canary +\(1\): web-0\d/) }
+  end
+  describe file("#{state}/plans-after-run-0.json") do
+    its('content') { should eq "null\n" }
+  end
+  describe json("#{state}/web-after-run-0.json") do
+    its('version') { should eq '2.4.1' }
+  end
+  describe json("#{state}/db-after-run-0.json") do
+    its('version') { should eq '5.0' }
+  end
+end
+
+control 'rollout-run-1-completes-the-plan' do
+  describe file("#{state}/run-1.log") do
+    its('content') { should match(/move plan #{plan}: not started -> completed, 2\/2 steps done/) }
+  end
+  describe json("#{state}/plans-after-run-1.json") do
+    its([plan, 'status']) { should eq 'completed' }
+    its([plan, 'done']) { should eq 2 }
+  end
+  describe json("#{state}/web-after-run-1.json") do
+    its('version') { should eq '2.5.0' }
+  end
+  describe json("#{state}/db-after-run-1.json") do
+    its('version') { should eq '5.1' }
+  end
+  # Every simulated node checked in at its new desired state.
+  %w(web db).each do |cluster|
+    describe command("#{convergent} --store #{store} status --cluster #{cluster} --check") do
+      its('exit_status') { should eq 0 }
+    end
+  end
+  describe command("#{convergent} --store #{store} --format json rollout status") do
+    its('stdout') { should match(/\A\[\]\s*\z/) }
+  end
+end
+
+control 'rollout-run-2-runs-nothing' do
+  describe file("#{state}/run-2.log") do
+    its('content') { should_not match(/move plan/) }
+  end
+  describe 'the plan record after run 2' do
+    it('is the one of run 1, untouched') do
+      expect(json("#{state}/plans-after-run-2.json").params).to eq json("#{state}/plans-after-run-1.json").params
+    end
+  end
+end
