@@ -6,7 +6,7 @@
 //!   (the step's strategy, how far it got, why it stopped, its history);
 //! - `P/plans/NAME`: a plan's progress — how many steps are done.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -122,6 +122,11 @@ pub struct RolloutState {
     /// Who promoted the rollout past its first batch, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_by: Option<String>,
+    /// Since when the next release waits for other tiers' check-ins to
+    /// meet the step's constraints (cleared by a release and by `resume`);
+    /// `wait.constraints_timeout` counts from here, across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints_wait_since: Option<String>,
     /// What happened, oldest first, bounded.
     #[serde(default)]
     pub history: Vec<Event>,
@@ -149,6 +154,7 @@ impl RolloutState {
             forgiven: BTreeMap::new(),
             awaiting_promotion_since: None,
             promoted_by: None,
+            constraints_wait_since: None,
             history: Vec::new(),
         };
         state.record(Event::now(
@@ -237,6 +243,12 @@ pub struct PlanProgress {
     pub steps: usize,
     /// How many are done.
     pub done: usize,
+    /// Which are done (indices from 0), in the order they finished: steps
+    /// that run at the same time finish in any order. Absent in records of
+    /// plans run as a sequence by an older convergent: then the first
+    /// `done` steps (see [`PlanProgress::from_document`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<usize>,
     /// What each done step changed, so a plan rollback can undo it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied: Vec<AppliedStep>,
@@ -308,6 +320,7 @@ impl PlanProgress {
             status: PlanStatus::Running,
             steps: plan.steps.len(),
             done: 0,
+            finished: Vec::new(),
             applied: Vec::new(),
             undone: 0,
             history: Vec::new(),
@@ -316,12 +329,50 @@ impl PlanProgress {
 
     /// Reads the record stored at `key`.
     pub fn from_document(key: &str, doc: &Value) -> Result<PlanProgress> {
-        serde_json::from_value(doc.clone()).map_err(|e| {
+        let mut progress: PlanProgress = serde_json::from_value(doc.clone()).map_err(|e| {
             Error::bad_key(
                 key,
                 format!("not a plan record the orchestrator wrote: {e}"),
             )
-        })
+        })?;
+        if progress.finished.is_empty() {
+            progress.finished = (0..progress.done).collect();
+        }
+        let distinct: BTreeSet<usize> = progress.finished.iter().copied().collect();
+        if distinct.len() != progress.finished.len()
+            || progress.finished.len() != progress.done
+            || progress.finished.iter().any(|&i| i >= progress.steps)
+        {
+            return Err(Error::bad_key(
+                key,
+                format!(
+                    "not a plan record the orchestrator wrote: {} steps done, but finished lists {:?} of {} steps",
+                    progress.done, progress.finished, progress.steps
+                ),
+            ));
+        }
+        Ok(progress)
+    }
+
+    /// The steps done, by index.
+    pub fn done_steps(&self) -> BTreeSet<usize> {
+        self.finished.iter().copied().collect()
+    }
+
+    /// Counts step `index` done (once).
+    pub fn mark_done(&mut self, index: usize) {
+        if !self.finished.contains(&index) {
+            self.finished.push(index);
+        }
+        self.done = self.finished.len();
+    }
+
+    /// The done step a plan rollback undoes next: the last to finish of
+    /// those not undone yet.
+    pub fn next_to_undo(&self) -> Option<usize> {
+        let left = self.done.checked_sub(self.undone)?;
+        left.checked_sub(1)
+            .and_then(|i| self.finished.get(i).copied())
     }
 
     /// The record as a document.

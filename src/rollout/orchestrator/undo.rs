@@ -91,11 +91,9 @@ impl Orchestrator<'_> {
         }
         loop {
             let progress = self.progress(plan)?.expect("the plan record exists");
-            let left = progress.done.saturating_sub(progress.undone);
-            if left == 0 {
+            let Some(index) = progress.next_to_undo() else {
                 break;
-            }
-            let index = left - 1;
+            };
             let Some(applied) = progress.applied.iter().find(|a| a.step == index).cloned() else {
                 return Err(Error::bad_key(
                     &key,
@@ -239,6 +237,7 @@ impl Orchestrator<'_> {
                 forgiven: Default::default(),
                 awaiting_promotion_since: None,
                 promoted_by: None,
+                constraints_wait_since: None,
                 history: Vec::new(),
             };
             state.record(Event::now(
@@ -291,7 +290,7 @@ impl Orchestrator<'_> {
                 )));
             };
             let mut progress = PlanProgress::from_document(&keys[2], progress_doc)?;
-            if progress.done.saturating_sub(progress.undone) != applied.step + 1 {
+            if progress.next_to_undo() != Some(applied.step) {
                 return Ok(None); // counted already (a retried write that landed)
             }
             let old = current.docs[1].clone().unwrap_or_else(|| json!({}));
