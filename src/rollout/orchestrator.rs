@@ -23,6 +23,7 @@ use super::batches::{
 };
 use super::compat;
 pub use super::control::{control, Control};
+use super::graph;
 use super::kick;
 
 mod plan_run;
@@ -32,7 +33,8 @@ use super::preflight::{check_step, StepInputs, StepStart};
 pub use super::standing::short_list;
 use super::standing::{gate_states, held, names, nodes_in, timed_out, watched_counts, HealthGate};
 use super::state::{
-    rollout_id, AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
+    rollout_id, AppliedStep, Direction, Event, GraphStep, PlanProgress, PlanStatus, RolloutState,
+    Status,
 };
 use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339};
 use crate::document::{canonical_json, merged, Nulls};
@@ -1111,6 +1113,16 @@ pub struct StepPreview {
     pub patch: String,
     /// The current members in the order they would be released, by batch.
     pub batches: Vec<Vec<String>>,
+    /// Its name, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// With `after:` in the plan: the steps (numbers) it waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<usize>>,
+    /// With `after:` in the plan: the steps (numbers) that may run at the
+    /// same time as it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_with: Option<Vec<usize>>,
 }
 
 /// Which current members fall in which batch of each step; writes nothing.
@@ -1121,6 +1133,10 @@ pub fn preview(
     member_ttl: Duration,
 ) -> Result<Vec<StepPreview>> {
     let mut out = Vec::new();
+    let graph_shown = !graph::is_sequence(plan);
+    let numbers = |steps: &[usize]| steps.iter().map(|i| i + 1).collect::<Vec<_>>();
+    let waits = graph::dependencies(plan);
+    let together = graph::concurrent(plan);
     for (index, step) in plan.steps.iter().enumerate() {
         let fleet = Fleet::read(store, layout, &step.cluster, member_ttl, SystemTime::now())?;
         let id = rollout_id(plan, index);
@@ -1150,6 +1166,9 @@ pub fn preview(
             rollout: id,
             patch: canonical_json(&Value::Object(step.set.clone())),
             batches,
+            name: step.name.clone(),
+            after: graph_shown.then(|| numbers(&waits[index])),
+            runs_with: graph_shown.then(|| numbers(&together[index])),
         });
     }
     Ok(out)
@@ -1182,6 +1201,57 @@ pub struct RolloutView {
     pub holding: Vec<String>,
     /// How many members hold the latest batch back.
     pub holding_count: usize,
+    /// With a plan that has `after:`: each of its steps, what it waits for
+    /// and where it stands — which steps run together.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan_steps: Vec<StepStanding>,
+}
+
+/// Where one step of a plan with `after:` stands, for `rollout status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepStanding {
+    /// The step as its plan's record keeps it.
+    #[serde(flatten)]
+    pub step: GraphStep,
+    /// `done`, `running`, `paused`, `aborted`, `rolling back`, or `waiting`
+    /// (for the steps in `after`).
+    pub standing: String,
+}
+
+/// Each step of `plan` with where it stands, if the plan has `after:`.
+fn plan_standing(
+    store: &dyn Store,
+    layout: &Layout,
+    plan: &str,
+    active: &[(String, RolloutState)],
+) -> Result<Vec<StepStanding>> {
+    let key = layout.plan(plan);
+    let Some(entry) = store.get(&key)? else {
+        return Ok(Vec::new());
+    };
+    let doc = crate::document::decode_value(&key, &entry.value)?;
+    let progress = PlanProgress::from_document(&key, &doc)?;
+    let done = progress.done_steps();
+    Ok(progress
+        .graph
+        .into_iter()
+        .map(|step| {
+            let record = active
+                .iter()
+                .find(|(_, r)| r.plan == plan && r.step + 1 == step.step);
+            let standing = match record {
+                _ if done.contains(&(step.step - 1)) => "done".to_string(),
+                Some((_, r)) if r.direction == Direction::Back => "rolling back".into(),
+                Some((_, r)) => serde_json::to_value(r.status)
+                    .expect("serializes")
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                None => "waiting".into(),
+            };
+            StepStanding { step, standing }
+        })
+        .collect())
 }
 
 /// How many holding members `rollout status` names.
@@ -1270,7 +1340,27 @@ pub fn rollouts(
                 .filter(|m| m.state == MemberState::Absent)
                 .count(),
             record,
+            plan_steps: Vec::new(),
         });
+    }
+    // Which steps of each plan run together, from the plan's record.
+    let active: Vec<(String, RolloutState)> = out
+        .iter()
+        .map(|v| (v.cluster.clone(), v.record.clone()))
+        .collect();
+    let plans: BTreeSet<String> = active.iter().map(|(_, r)| r.plan.clone()).collect();
+    for plan in plans {
+        let standing = match plan_standing(store, layout, &plan, &active) {
+            Ok(s) => s,
+            Err(e @ Error::BadKey { .. }) => {
+                unreadable.push(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for v in out.iter_mut().filter(|v| v.record.plan == plan) {
+            v.plan_steps = standing.clone();
+        }
     }
     Ok((out, unreadable))
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::graph;
 use super::plan::{Kick, Plan, Promote, Step, Strategy, Wait};
 use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
@@ -249,6 +250,10 @@ pub struct PlanProgress {
     /// `done` steps (see [`PlanProgress::from_document`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finished: Vec<usize>,
+    /// The plan's steps and their `after:` waits, kept for `rollout
+    /// status`; empty for a plan without `after:` (a plain sequence).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph: Vec<GraphStep>,
     /// What each done step changed, so a plan rollback can undo it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied: Vec<AppliedStep>,
@@ -262,6 +267,40 @@ pub struct PlanProgress {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// One step of a plan with `after:`, as its progress record keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphStep {
+    /// Its number, from 1.
+    pub step: usize,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The numbers of the steps it waits for.
+    pub after: Vec<usize>,
+}
+
+impl GraphStep {
+    /// The graph of `plan`; empty for a plain sequence.
+    pub fn of(plan: &Plan) -> Vec<GraphStep> {
+        if graph::is_sequence(plan) {
+            return Vec::new();
+        }
+        graph::dependencies(plan)
+            .into_iter()
+            .zip(&plan.steps)
+            .enumerate()
+            .map(|(i, (deps, step))| GraphStep {
+                step: i + 1,
+                cluster: step.cluster.clone(),
+                name: step.name.clone(),
+                after: deps.into_iter().map(|d| d + 1).collect(),
+            })
+            .collect()
+    }
 }
 
 /// What a done step changed in its cluster's desired document: the values
@@ -321,6 +360,7 @@ impl PlanProgress {
             steps: plan.steps.len(),
             done: 0,
             finished: Vec::new(),
+            graph: GraphStep::of(plan),
             applied: Vec::new(),
             undone: 0,
             history: Vec::new(),
