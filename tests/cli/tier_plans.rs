@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use std::process::Stdio;
+
+use crate::rollout::FAST;
 use crate::support::{
-    assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness,
+    assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness, Spawned,
 };
 use crate::tiers::{incompatible_pairs, record_of, spawn_plan, two_tiers, version, WAIT};
 
@@ -98,7 +101,13 @@ fn one_plan_rolls_web_and_db_at_once_and_web_waits_for_db(backend: Backend) {
 fn a_killed_orchestrator_resumes_every_running_step(backend: Backend) {
     let (h, sim, web, db) = two_tiers(backend, 4, 3);
     let plan = write(&h, "tiers.yml", SLOW_TIERS);
-    let mut run = spawn_plan(&h, &plan);
+    // A lock TTL of 5s: the killed orchestrator's lock frees itself soon.
+    let mut cmd = h.process();
+    cmd.args(["rollout", "run", &plan])
+        .args(FAST)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut run = Spawned::new(cmd.spawn().unwrap());
     // Killed while both run: db has released a batch, web waits for it.
     assert!(
         eventually(WAIT, || record_of(&h, "db")
@@ -110,16 +119,11 @@ fn a_killed_orchestrator_resumes_every_running_step(backend: Backend) {
     let (db_before, web_before) = (record_of(&h, "db").unwrap(), record_of(&h, "web").unwrap());
     assert_eq!(db_before["status"], "running");
     assert_eq!(web_before["status"], "running");
-    // The same plan again resumes both where their records say.
-    let out = h.run(&[
-        "rollout",
-        "run",
-        &plan,
-        "--poll",
-        "50ms",
-        "--member-ttl",
-        "5s",
-    ]);
+    // The same plan again (waiting for the dead lock to expire) resumes
+    // both where their records say.
+    let mut args = vec!["rollout", "run", &plan];
+    args.extend(FAST);
+    let out = h.run(&args);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let log = stdout(&out);
     assert!(log.contains("plan tiers-slow completed"), "{log}");
