@@ -97,6 +97,12 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
                     plan.name,
                     count(plan.steps.len(), "step")
                 );
+                if !graph::is_sequence(&plan) {
+                    text.push_str(&format!(
+                        "runs as: {} (clusters joined by + run at the same time)\n",
+                        graph::summary(&plan)
+                    ));
+                }
                 for (p, step) in previews.iter().zip(&plan.steps) {
                     text.push_str(&format!(
                         "step {}: cluster {}, rollout {}, set {}\n  strategy: canary {}, batch {}, pause {}, max_failed {}\n",

@@ -90,6 +90,40 @@ pub fn ready(plan: &Plan, done: &BTreeSet<usize>) -> Vec<usize> {
         .collect()
 }
 
+/// The steps by stage: a step's stage is the length of the longest chain
+/// of waits before it, so the steps of one stage never wait for each
+/// other and may run at the same time. A sequence has one step a stage.
+pub fn stages(plan: &Plan) -> Vec<Vec<usize>> {
+    let deps = dependencies(plan);
+    let mut depth = vec![0usize; deps.len()];
+    for i in order(plan) {
+        depth[i] = deps[i].iter().map(|&d| depth[d] + 1).max().unwrap_or(0);
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, &d) in depth.iter().enumerate() {
+        if out.len() <= d {
+            out.resize(d + 1, Vec::new());
+        }
+        out[d].push(i);
+    }
+    out
+}
+
+/// `db + web -> cache`: the clusters by stage, for one line.
+pub fn summary(plan: &Plan) -> String {
+    stages(plan)
+        .iter()
+        .map(|stage| {
+            stage
+                .iter()
+                .map(|&i| plan.steps[i].cluster.as_str())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        })
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
 /// Every step each step waits for, directly or not.
 fn ancestors(plan: &Plan) -> Vec<BTreeSet<usize>> {
     let deps = dependencies(plan);
@@ -254,6 +288,7 @@ mod tests {
         assert_eq!(dependencies(&p), vec![vec![], vec![0], vec![1]]);
         assert_eq!(order(&p), vec![0, 1, 2]);
         assert!(concurrent(&p).iter().all(Vec::is_empty));
+        assert_eq!(summary(&p), "a -> b -> a");
         assert!(problems(&p).is_empty());
     }
 
@@ -269,6 +304,8 @@ mod tests {
         assert!(problems(&p).is_empty(), "{:?}", problems(&p));
         assert_eq!(label(&p, 1), "step 2 \"web\" (web)");
         assert_eq!(label(&p, 2), "step 3 (cache)");
+        assert_eq!(stages(&p), vec![vec![0, 1], vec![2], vec![3]]);
+        assert_eq!(summary(&p), "db + web -> cache -> web");
     }
 
     #[test]

@@ -299,11 +299,7 @@ impl<'a> Orchestrator<'a> {
             .and_then(|t| parse_rfc3339(t).ok());
         let Some(since) = since else {
             let actor = self.actor.clone();
-            let detail = format!(
-                "batch {} waits for other tiers: {}",
-                state.batches + 1,
-                waiting_for.join("; ")
-            );
+            let detail = format!("batch {}: {}", state.batches + 1, waiting_for.join("; "));
             self.update_record(cluster, &state.id, |s| {
                 if s.constraints_wait_since.is_some() || s.status != Status::Running {
                     return false;
