@@ -19,6 +19,7 @@ store_suite! {
     one_plan_rolls_web_and_db_at_once_and_web_waits_for_db,
     a_killed_orchestrator_resumes_every_running_step,
     one_step_failing_stops_the_others_from_releasing,
+    a_plan_rollback_takes_back_every_running_step,
     a_release_waiting_for_another_tier_times_out,
 }
 
@@ -220,6 +221,40 @@ fn one_step_failing_stops_the_others_from_releasing(backend: Backend) {
         h.export()["convergent"]["clusters"]["db"]["desired"]["version"],
         "5.0.0"
     );
+}
+
+fn a_plan_rollback_takes_back_every_running_step(backend: Backend) {
+    let (h, _sim, _web, _db) = two_tiers(backend, 4, 3);
+    let plan = write(&h, "tiers.yml", SLOW_TIERS);
+    let mut cmd = h.process();
+    cmd.args(["rollout", "run", &plan])
+        .args(FAST)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = Spawned::new(cmd.spawn().unwrap());
+    assert!(
+        eventually(WAIT, || record_of(&h, "db")
+            .is_some_and(|r| r["threshold"].as_f64() > Some(0.0))
+            && record_of(&h, "web").is_some()),
+        "both steps started"
+    );
+    let mut args = vec!["rollout", "rollback", "--plan", "tiers-slow"];
+    args.extend(FAST);
+    let out = h.run(&args);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("step 1 (db, under way)") && said.contains("step 2 (web, under way)"),
+        "{said}"
+    );
+    // The forward run saw its steps turned around and stopped.
+    let forward = run.wait_with_output();
+    assert_eq!(forward.status.code(), Some(75), "{}", stderr(&forward));
+    assert!(record_of(&h, "db").is_none() && record_of(&h, "web").is_none());
+    let clusters = &h.export()["convergent"]["clusters"];
+    assert_eq!(clusters["db"]["desired"]["version"], "5.0.0", "{clusters}");
+    assert_eq!(clusters["web"]["desired"]["version"], "2.4.0", "{clusters}");
+    assert_eq!(plan_record(&h, "tiers-slow")["status"], "rolled_back");
 }
 
 fn a_release_waiting_for_another_tier_times_out(backend: Backend) {
