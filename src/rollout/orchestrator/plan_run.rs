@@ -207,8 +207,21 @@ impl Orchestrator<'_> {
                 "paused because {cause} of plan {} stopped (steps of one plan stop together): {why}",
                 plan.name
             );
-            self.stop_rollout(&r.cluster, &r.id, reason)?;
-            paused.push(graph::label(plan, r.index));
+            // Only a step still going forward: one an operator (or a plan
+            // rollback) has turned around is left to go back.
+            let actor = self.actor.clone();
+            let written = self.update_record(&r.cluster, &r.id, |s| {
+                if s.status != Status::Running || s.direction != Direction::Forward {
+                    return false;
+                }
+                s.status = Status::Paused;
+                s.reason = Some(reason.clone());
+                s.record(Event::now(&actor, "paused", reason.clone()));
+                true
+            })?;
+            if written {
+                paused.push(graph::label(plan, r.index));
+            }
         }
         Ok(paused)
     }
