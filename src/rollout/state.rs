@@ -487,6 +487,41 @@ mod tests {
     }
 
     #[test]
+    fn steps_done_out_of_order_are_kept_in_the_order_they_finished() {
+        let plan = Plan::parse(
+            Path::new("p.yml"),
+            "name: p\nsteps:\n  - {name: a, cluster: a, set: {v: 1}, after: []}\n  - {name: b, cluster: b, set: {v: 1}, after: []}\n  - {cluster: c, set: {v: 1}}\n",
+        )
+        .unwrap();
+        let mut progress = PlanProgress::new(&plan);
+        assert_eq!(progress.graph.len(), 3);
+        assert_eq!(progress.graph[2].after, vec![2]);
+        progress.mark_done(1);
+        progress.mark_done(1);
+        progress.mark_done(0);
+        assert_eq!((progress.done, progress.finished.clone()), (2, vec![1, 0]));
+        assert_eq!(progress.next_to_undo(), Some(0));
+        progress.undone = 1;
+        assert_eq!(progress.next_to_undo(), Some(1));
+        let back = PlanProgress::from_document("k", &progress.to_document()).unwrap();
+        assert_eq!(back, progress);
+        // A record an older convergent wrote (a sequence, no `finished`).
+        let old = serde_json::json!({"name": "p", "status": "running", "steps": 3, "done": 2, "history": []});
+        let read = PlanProgress::from_document("k", &old).unwrap();
+        assert_eq!(read.done_steps(), BTreeSet::from([0, 1]));
+        assert_eq!(read.next_to_undo(), Some(1));
+        // One that contradicts itself is refused, naming the key.
+        let bad = serde_json::json!({"name": "p", "status": "running", "steps": 3, "done": 2, "finished": [7, 1], "history": []});
+        let err = PlanProgress::from_document("convergent/plans/p", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("convergent/plans/p") && err.contains("finished"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn histories_are_bounded() {
         let plan = Plan::parse(
             Path::new("p.yml"),
