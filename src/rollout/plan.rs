@@ -33,13 +33,13 @@ use crate::local_file;
 use crate::schema::state_of;
 use crate::yaml_text;
 
-/// A rollout plan: ordered steps, each changing one cluster's desired state.
+/// A rollout plan: steps, each changing one cluster's desired state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The plan's name; rollout ids derive from it.
     pub name: String,
-    /// The steps, run in order.
+    /// The steps: each after the one before it, unless it says `after:`.
     pub steps: Vec<Step>,
 }
 
