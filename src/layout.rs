@@ -61,6 +61,8 @@ pub enum NameKind {
     Rollout,
     /// A health check's name.
     Check,
+    /// A plan step's name.
+    Step,
 }
 
 impl fmt::Display for NameKind {
@@ -70,6 +72,7 @@ impl fmt::Display for NameKind {
             NameKind::Node => "node name",
             NameKind::Rollout => "rollout id",
             NameKind::Check => "check name",
+            NameKind::Step => "step name",
         })
     }
 }

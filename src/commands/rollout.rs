@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::history::actor;
 use crate::layout::{check_name, NameKind};
 use crate::output::{self, columns, count, Format};
+use crate::rollout::graph;
 use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
 use crate::rollout::plan::Plan;
 use crate::rollout::preflight::preflight;
@@ -96,11 +97,20 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
                     plan.name,
                     count(plan.steps.len(), "step")
                 );
+                if !graph::is_sequence(&plan) {
+                    text.push_str(&format!(
+                        "runs as: {} (clusters joined by + run at the same time)\n",
+                        graph::summary(&plan)
+                    ));
+                }
                 for (p, step) in previews.iter().zip(&plan.steps) {
                     text.push_str(&format!(
                         "step {}: cluster {}, rollout {}, set {}\n  strategy: canary {}, batch {}, pause {}, max_failed {}\n",
                         p.step, p.cluster, p.rollout, p.patch, step.strategy.canary, step.strategy.batch, step.strategy.pause, step.strategy.max_failed
                     ));
+                    if let (Some(after), Some(with)) = (&p.after, &p.runs_with) {
+                        text.push_str(&step_graph_text(&plan, after, with));
+                    }
                     if p.batches.is_empty() {
                         text.push_str("  no members yet: every node is released at once\n");
                     }
@@ -123,6 +133,30 @@ fn run_plan(ctx: &Context, args: &RolloutRunArgs) -> Result<()> {
         };
     }
     orchestrate(ctx, store.as_ref(), options, |o| o.run(&plan))
+}
+
+/// A dry run's lines for where a step stands in its plan's graph.
+fn step_graph_text(plan: &Plan, after: &[usize], runs_with: &[usize]) -> String {
+    let named = |steps: &[usize]| {
+        steps
+            .iter()
+            .map(|n| graph::label(plan, n - 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "  after: {}\n  runs at the same time as: {}\n",
+        if after.is_empty() {
+            "nothing (starts with the plan)".to_string()
+        } else {
+            named(after)
+        },
+        if runs_with.is_empty() {
+            "no other step".to_string()
+        } else {
+            named(runs_with)
+        }
+    )
 }
 
 /// Runs `job` with an orchestrator that reports progress the way the
@@ -271,6 +305,7 @@ fn print_rollouts(
         ]);
     }
     let mut text = columns(&rows);
+    text.push_str(&plan_graphs_text(views));
     for v in views {
         if let Some(reason) = &v.record.reason {
             text.push_str(&format!("\n{}: {reason}\n", v.cluster));
@@ -285,6 +320,59 @@ fn print_rollouts(
         }
     }
     output::print_text(&text)
+}
+
+/// For each plan with `after:` among `views`: its steps, where each
+/// stands and what it waits for, and which run together now.
+fn plan_graphs_text(views: &[orchestrator::RolloutView]) -> String {
+    let mut text = String::new();
+    let mut shown = std::collections::BTreeSet::new();
+    for v in views.iter().filter(|v| !v.plan_steps.is_empty()) {
+        if !shown.insert(v.record.plan.as_str()) {
+            continue;
+        }
+        let label = |n: usize| {
+            v.plan_steps
+                .iter()
+                .find(|s| s.step.step == n)
+                .map_or(format!("step {n}"), |s| match &s.step.name {
+                    Some(name) => format!("step {n} \"{name}\" ({})", s.step.cluster),
+                    None => format!("step {n} ({})", s.step.cluster),
+                })
+        };
+        text.push_str(&format!(
+            "\nplan {}: steps start when the steps they wait for are done\n",
+            v.record.plan
+        ));
+        let mut rows = vec![["  STEP", "STANDING", "AFTER"].map(String::from).to_vec()];
+        for s in &v.plan_steps {
+            rows.push(vec![
+                format!("  {}", label(s.step.step)),
+                s.standing.clone(),
+                if s.step.after.is_empty() {
+                    "-".into()
+                } else {
+                    s.step
+                        .after
+                        .iter()
+                        .map(|&n| label(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            ]);
+        }
+        text.push_str(&columns(&rows));
+        let together: Vec<String> = v
+            .plan_steps
+            .iter()
+            .filter(|s| s.standing != "done" && s.standing != "waiting")
+            .map(|s| label(s.step.step))
+            .collect();
+        if together.len() > 1 {
+            text.push_str(&format!("  running together: {}\n", together.join(", ")));
+        }
+    }
+    text
 }
 
 /// Why the latest batch is held: awaiting promotion, the released nodes'

@@ -6,6 +6,7 @@ use crate::cli::ValidateArgs;
 use crate::commands::Context;
 use crate::error::{Error, Result};
 use crate::output::{self, count, Format};
+use crate::rollout::graph;
 use crate::rollout::plan::Plan;
 use crate::{view, view_file};
 
@@ -28,7 +29,7 @@ pub fn run(ctx: &Context, args: &ValidateArgs) -> Result<()> {
             "{file}: valid plan {:?}: {} ({})\n",
             plan.name,
             count(plan.steps.len(), "step"),
-            clusters.join(" -> ")
+            graph::summary(&plan)
         ));
     }
     let split = view::split(

@@ -120,11 +120,11 @@ impl Declared {
     }
 }
 
-/// Checks every step of `plan` from `from` on, in order, against the view
-/// each leaves behind.
-pub fn check_plan(store: &dyn Store, layout: &Layout, plan: &Plan, from: usize) -> Result<()> {
+/// Checks `steps` of `plan` (step indices, in the order they run),
+/// each against the view the ones before it leave behind.
+pub fn check_plan(store: &dyn Store, layout: &Layout, plan: &Plan, steps: &[usize]) -> Result<()> {
     let mut declared = Declared::read(store, layout)?;
-    for index in from..plan.steps.len() {
+    for &index in steps {
         declared.check_step(layout, plan, index)?;
     }
     Ok(())

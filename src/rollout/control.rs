@@ -107,6 +107,8 @@ pub fn control(
         s.status = status;
         if action == Control::Resume {
             s.forgiven = forgiven.clone();
+            // A wait for other tiers that timed out starts again.
+            s.constraints_wait_since = None;
         }
         let why = reason
             .clone()

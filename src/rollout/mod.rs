@@ -8,6 +8,7 @@
 pub mod batches;
 pub mod compat;
 pub mod control;
+pub mod graph;
 pub mod kick;
 pub mod orchestrator;
 pub mod plan;

@@ -9,6 +9,7 @@
 //! runs) and one rollout per cluster (the record is created only where none
 //! is).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -24,23 +25,26 @@ use super::compat;
 pub use super::control::{control, Control};
 use super::kick;
 
+mod plan_run;
 mod undo;
+mod view;
 use super::plan::{Amount, OnFailure, Plan};
-use super::preflight::{check_progress, check_step, plan_digest, preflight, StepInputs, StepStart};
+use super::preflight::{check_step, StepInputs, StepStart};
 pub use super::standing::short_list;
-use super::standing::{gate_states, held, names, nodes_in, timed_out, watched_counts, HealthGate};
+use super::standing::{gate_states, names, nodes_in, timed_out, watched_counts, HealthGate};
 use super::state::{
     rollout_id, AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
 };
 use crate::clock::{age_seconds, now_rfc3339, parse_rfc3339};
-use crate::document::{canonical_json, merged, Nulls};
+use crate::document::{merged, Nulls};
 use crate::error::{Error, Result};
-use crate::fleet::{Fleet, HealthCounts, HealthState, MemberState};
+use crate::fleet::{Fleet, MemberState};
 use crate::history::{self, diff, Change};
 use crate::layout::Layout;
 use crate::schema::state_of;
 use crate::store::{HeldLock, Store};
 use crate::update::update;
+pub use view::{preview, rollouts, RolloutView, StepPreview, StepStanding, HELD_SHOWN};
 
 /// How the orchestrator runs.
 #[derive(Clone, Debug)]
@@ -128,6 +132,25 @@ pub enum Progress {
     },
 }
 
+impl Progress {
+    /// The cluster the event is about, if one.
+    fn cluster(&self) -> Option<&str> {
+        match self {
+            Progress::StepStarted { cluster, .. }
+            | Progress::Moved { cluster, .. }
+            | Progress::Waiting { cluster, .. }
+            | Progress::WaitingForConstraints { cluster, .. }
+            | Progress::Kicked { cluster, .. }
+            | Progress::StoreUnavailable { cluster, .. }
+            | Progress::AwaitingPromotion { cluster, .. }
+            | Progress::Stopped { cluster, .. }
+            | Progress::StepDone { cluster, .. }
+            | Progress::RolledBack { cluster, .. } => Some(cluster),
+            Progress::PlanDone { .. } | Progress::PlanRolledBack { .. } => None,
+        }
+    }
+}
+
 /// Receives [`Progress`].
 pub trait Observer {
     /// Called for every event.
@@ -152,6 +175,15 @@ enum Turn {
     End(StepEnd),
 }
 
+/// What a rollout's turns keep between them.
+#[derive(Debug, Default)]
+struct TurnClock {
+    /// Since when the latest batch's gate has been open (for `pause`).
+    gate_open_since: Option<Instant>,
+    /// Since when the store could not be reached.
+    outage_since: Option<Instant>,
+}
+
 /// How long the orchestrator waits out a store it cannot reach before it
 /// gives up (exit 69; running the plan again resumes it).
 pub const STORE_OUTAGE_LIMIT: Duration = Duration::from_secs(120);
@@ -164,8 +196,9 @@ pub struct Orchestrator<'a> {
     options: RunOptions,
     observer: &'a mut dyn Observer,
     stop: Arc<AtomicBool>,
-    last_waiting: Option<Progress>,
-    promotion_said: bool,
+    /// Per cluster: the last wait said, and whether "awaiting promotion" was.
+    last_waiting: BTreeMap<String, Progress>,
+    promotion_said: BTreeSet<String>,
     /// Rolling a whole plan back: the earlier steps do not "stay applied".
     in_plan_rollback: bool,
 }
@@ -187,33 +220,33 @@ impl<'a> Orchestrator<'a> {
             options,
             observer,
             stop,
-            last_waiting: None,
-            promotion_said: false,
+            last_waiting: BTreeMap::new(),
+            promotion_said: BTreeSet::new(),
             in_plan_rollback: false,
         }
     }
 
     /// Passes an event on; a wait is passed on only when its counts changed
-    /// (not just the time waited), so a log gets a line per change.
+    /// (not just the time waited), so a log gets a line per change — per
+    /// cluster, as steps of one plan run at the same time.
     fn notify(&mut self, progress: Progress) {
+        let cluster = progress.cluster().unwrap_or_default().to_string();
         if matches!(progress, Progress::AwaitingPromotion { .. }) {
             // Said once while the wait lasts; the counts go on as usual.
-            if self.promotion_said {
-                return;
+            if self.promotion_said.insert(cluster) {
+                self.observer.notify(&progress);
             }
-            self.promotion_said = true;
-            self.observer.notify(&progress);
             return;
         }
         if !matches!(progress, Progress::Waiting { .. }) {
-            self.promotion_said = false;
+            self.promotion_said.remove(&cluster);
         }
         if matches!(progress, Progress::WaitingForConstraints { .. }) {
             // Said again only when what it waits for changes.
-            if self.last_waiting.as_ref() == Some(&progress) {
+            if self.last_waiting.get(&cluster) == Some(&progress) {
                 return;
             }
-            self.last_waiting = Some(progress.clone());
+            self.last_waiting.insert(cluster, progress.clone());
             self.observer.notify(&progress);
             return;
         }
@@ -222,26 +255,29 @@ impl<'a> Orchestrator<'a> {
             if let Progress::Waiting { elapsed_s, .. } = &mut counts_only {
                 *elapsed_s = 0;
             }
-            if self.last_waiting.as_ref() == Some(&counts_only) {
+            if self.last_waiting.get(&cluster) == Some(&counts_only) {
                 return;
             }
-            self.last_waiting = Some(counts_only);
+            self.last_waiting.insert(cluster, counts_only);
         } else {
-            self.last_waiting = None;
+            self.last_waiting.remove(&cluster);
         }
         self.observer.notify(&progress);
     }
 
     /// Whether a forward release must wait for other tiers: the rollout's
     /// state requires what their check-ins do not show yet (said once).
-    fn constraints_wait(
+    /// `None`: release. The wait's start is kept in the record, so that
+    /// `wait.constraints_timeout` (default `wait.timeout`) counts across
+    /// restarts; past it, the rollout pauses like a batch that timed out.
+    fn constraints_gate(
         &mut self,
         cluster: &str,
         fleet: &Fleet,
-        direction: Direction,
-    ) -> Result<bool> {
-        if direction != Direction::Forward {
-            return Ok(false);
+        state: &RolloutState,
+    ) -> Result<Option<Turn>> {
+        if state.direction != Direction::Forward {
+            return Ok(None);
         }
         let waiting_for = compat::unmet(
             self.store,
@@ -251,13 +287,48 @@ impl<'a> Orchestrator<'a> {
             SystemTime::now(),
         )?;
         if waiting_for.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         self.notify(Progress::WaitingForConstraints {
             cluster: cluster.to_string(),
-            waiting_for,
+            waiting_for: waiting_for.clone(),
         });
-        Ok(true)
+        let since = state
+            .constraints_wait_since
+            .as_deref()
+            .and_then(|t| parse_rfc3339(t).ok());
+        let Some(since) = since else {
+            let actor = self.actor.clone();
+            let detail = format!("batch {}: {}", state.batches + 1, waiting_for.join("; "));
+            self.update_record(cluster, &state.id, |s| {
+                if s.constraints_wait_since.is_some() || s.status != Status::Running {
+                    return false;
+                }
+                s.constraints_wait_since = Some(now_rfc3339());
+                s.record(Event::now(
+                    &actor,
+                    "waiting for other tiers",
+                    detail.clone(),
+                ));
+                true
+            })?;
+            return Ok(Some(Turn::Waiting));
+        };
+        if let Some(limit) = state.wait.constraints_limit() {
+            if age_seconds(since, SystemTime::now()) >= limit.0.as_secs().max(1) {
+                let reason = format!(
+                    "batch {} waited {limit} for other tiers and their check-ins still do not meet the step's constraints: {}; \
+                     `convergent rollout resume {cluster}` then run the plan again to wait again, \
+                     or `convergent rollout rollback {cluster}`",
+                    state.batches + 1,
+                    waiting_for.join("; ")
+                );
+                return Ok(Some(Turn::End(
+                    self.stop_rollout(cluster, &state.id, reason)?,
+                )));
+            }
+        }
+        Ok(Some(Turn::Waiting))
     }
 
     /// The cluster's fleet as it is now: one read of the store.
@@ -304,142 +375,6 @@ impl<'a> Orchestrator<'a> {
                 }
                 other => return other,
             }
-        }
-    }
-
-    /// Runs a plan to its end, resuming where its records say it stopped.
-    pub fn run(&mut self, plan: &Plan) -> Result<()> {
-        let lock = self.lock_waiting(&plan.name, self.options.lock_wait)?;
-        // Everything a start would refuse is refused before the first write.
-        preflight(self.store, &self.layout, plan)?;
-        let progress = self.begin_plan(plan)?;
-        match progress.status {
-            PlanStatus::Completed => {
-                self.notify(Progress::PlanDone { plan: plan.name.clone() });
-                return Ok(());
-            }
-            PlanStatus::RolledBack => {
-                return Err(Error::Stopped(format!(
-                    "plan {} was rolled back at step {}; a plan that was rolled back does not go on (run a plan with a new name)",
-                    plan.name,
-                    progress.done + 1
-                )))
-            }
-            PlanStatus::Running => {}
-        }
-        for index in progress.done..plan.steps.len() {
-            // Against the view as it is now: others may have moved meanwhile.
-            compat::check_plan(self.store, &self.layout, plan, index)?;
-            match self.run_step(plan, index, lock.as_ref())? {
-                StepEnd::Done => {}
-                StepEnd::Stopped(reason) | StepEnd::RollingBack(reason) => {
-                    self.notify(Progress::Stopped {
-                        cluster: plan.steps[index].cluster.clone(),
-                        reason: reason.clone(),
-                    });
-                    return Err(Error::Stopped(reason));
-                }
-            }
-        }
-        self.notify(Progress::PlanDone {
-            plan: plan.name.clone(),
-        });
-        Ok(())
-    }
-
-    /// Reads (or creates) the plan's progress record; a plan must not change
-    /// while it runs.
-    fn begin_plan(&mut self, plan: &Plan) -> Result<PlanProgress> {
-        let key = self.layout.plan(&plan.name);
-        let digest = plan_digest(plan);
-        let actor = self.actor.clone();
-        // The first step's rollout record tells whether the plan ever
-        // started: one that did not may be replaced by a corrected plan.
-        let first = self.layout.rollout(&plan.steps[0].cluster);
-        let first_id = rollout_id(plan, 0);
-        let docs = update(
-            self.store,
-            &[key.clone(), first],
-            |current| match &current.docs[0] {
-                Some(doc) => {
-                    let started = current.docs[1]
-                        .as_ref()
-                        .and_then(|d| d.get("id"))
-                        .and_then(Value::as_str)
-                        == Some(first_id.as_str());
-                    check_progress(&key, Some(doc), plan, started)?;
-                    if doc.get("digest").and_then(Value::as_str) == Some(digest.as_str()) {
-                        return Ok(None);
-                    }
-                    let mut progress = PlanProgress::new(plan);
-                    progress.history = PlanProgress::from_document(&key, doc)?.history;
-                    progress.record(Event::now(
-                        &actor,
-                        "replaced",
-                        "the plan changed before its first step started",
-                    ));
-                    let mut doc = progress.to_document();
-                    doc["digest"] = json!(digest);
-                    Ok(Some(vec![Some(doc), current.docs[1].clone()]))
-                }
-                None => {
-                    let mut progress = PlanProgress::new(plan);
-                    progress.record(Event::now(
-                        &actor,
-                        "started",
-                        crate::output::count(plan.steps.len(), "step"),
-                    ));
-                    let mut doc = progress.to_document();
-                    doc["digest"] = json!(digest);
-                    Ok(Some(vec![Some(doc), current.docs[1].clone()]))
-                }
-            },
-        )?;
-        let doc = docs[0].clone().expect("the plan record exists now");
-        PlanProgress::from_document(&key, &doc)
-    }
-
-    fn run_step(&mut self, plan: &Plan, index: usize, lock: &dyn HeldLock) -> Result<StepEnd> {
-        let cluster = plan.steps[index].cluster.clone();
-        let id = rollout_id(plan, index);
-        let members = self.start_step(plan, index)?;
-        self.notify(Progress::StepStarted {
-            step: index + 1,
-            steps: plan.steps.len(),
-            cluster: cluster.to_string(),
-            rollout: id.clone(),
-            members,
-        });
-        // An automatic rollback that an earlier orchestrator started (and
-        // was killed during) goes on where the record says.
-        let record = self
-            .fleet(&cluster)?
-            .rollout_doc
-            .map(|doc| RolloutState::from_document(&self.layout.rollout(&cluster), &doc));
-        if let Some(Ok(r)) = &record {
-            if r.id == id && r.direction == Direction::Back && r.status == Status::Running {
-                let why = r.reason.clone().unwrap_or_else(|| "rolled back".into());
-                return self.roll_back_automatically(&cluster, r, why, lock);
-            }
-        }
-        match self.drive(&cluster, &id, Direction::Forward, lock)? {
-            StepEnd::Done => {
-                self.finish_step(plan, index)?;
-                self.notify(Progress::StepDone {
-                    step: index + 1,
-                    cluster,
-                });
-                Ok(StepEnd::Done)
-            }
-            StepEnd::RollingBack(reason) => {
-                let key = self.layout.rollout(&cluster);
-                let doc = self.fleet(&cluster)?.rollout_doc.ok_or_else(|| {
-                    Error::Stopped(format!("the rollout record of {cluster} vanished"))
-                })?;
-                let state = RolloutState::from_document(&key, &doc)?;
-                self.roll_back_automatically(&cluster, &state, reason, lock)
-            }
-            stopped => Ok(stopped),
         }
     }
 
@@ -494,36 +429,50 @@ impl<'a> Orchestrator<'a> {
         direction: Direction,
         lock: &dyn HeldLock,
     ) -> Result<StepEnd> {
-        let mut gate_open_since: Option<Instant> = None;
-        let mut outage_since: Option<Instant> = None;
+        let mut clock = TurnClock::default();
         loop {
             lock.check()?;
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(Orchestrator::interrupted());
             }
-            match self.turn(cluster, id, direction, &mut gate_open_since) {
-                Ok(Turn::Moved) => {
-                    outage_since = None;
-                    continue;
-                }
-                Ok(Turn::Waiting) => outage_since = None,
-                Ok(Turn::End(end)) => return Ok(end),
-                Err(e) if e.is_unavailable() => match outage_since {
-                    Some(since) if since.elapsed() >= STORE_OUTAGE_LIMIT => return Err(e),
-                    Some(_) => {}
-                    None => {
-                        outage_since = Some(Instant::now());
-                        self.notify(Progress::StoreUnavailable {
-                            cluster: cluster.to_string(),
-                            reason: e.to_string(),
-                        });
-                    }
-                },
-                Err(e) => return Err(e),
+            match self.guarded_turn(cluster, id, direction, &mut clock)? {
+                Turn::Moved => continue,
+                Turn::Waiting => {}
+                Turn::End(end) => return Ok(end),
             }
             if !self.pause_a_moment() {
                 return Ok(Orchestrator::interrupted());
             }
+        }
+    }
+
+    /// One turn, with a store that cannot be reached waited out (a
+    /// `Waiting` turn) for up to [`STORE_OUTAGE_LIMIT`].
+    fn guarded_turn(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        direction: Direction,
+        clock: &mut TurnClock,
+    ) -> Result<Turn> {
+        match self.turn(cluster, id, direction, &mut clock.gate_open_since) {
+            Ok(turn) => {
+                clock.outage_since = None;
+                Ok(turn)
+            }
+            Err(e) if e.is_unavailable() => match clock.outage_since {
+                Some(since) if since.elapsed() >= STORE_OUTAGE_LIMIT => Err(e),
+                Some(_) => Ok(Turn::Waiting),
+                None => {
+                    clock.outage_since = Some(Instant::now());
+                    self.notify(Progress::StoreUnavailable {
+                        cluster: cluster.to_string(),
+                        reason: e.to_string(),
+                    });
+                    Ok(Turn::Waiting)
+                }
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -542,8 +491,8 @@ impl<'a> Orchestrator<'a> {
         };
         let order = ranked(id, fleet.batch_members().iter().map(|m| m.node.as_str()));
         if state.batches == 0 {
-            if self.constraints_wait(cluster, &fleet, direction)? {
-                return Ok(Turn::Waiting);
+            if let Some(turn) = self.constraints_gate(cluster, &fleet, &state)? {
+                return Ok(turn);
             }
             self.release(cluster, &state, &order)?;
             return Ok(Turn::Moved);
@@ -601,8 +550,8 @@ impl<'a> Orchestrator<'a> {
                 if since.elapsed() < state.strategy.pause.0 {
                     return Ok(Turn::Waiting);
                 }
-                if self.constraints_wait(cluster, &fleet, direction)? {
-                    return Ok(Turn::Waiting);
+                if let Some(turn) = self.constraints_gate(cluster, &fleet, &state)? {
+                    return Ok(turn);
                 }
                 *gate_open_since = None;
                 self.release(cluster, &state, &order)?;
@@ -835,6 +784,7 @@ impl<'a> Orchestrator<'a> {
             }
             s.threshold = threshold;
             s.peak = s.peak.max(threshold);
+            s.constraints_wait_since = None;
             if last_back {
                 s.patch.clear();
             }
@@ -962,7 +912,7 @@ impl<'a> Orchestrator<'a> {
                 .unwrap_or_else(|| PlanProgress::new(plan).to_document());
             let mut progress = PlanProgress::from_document(&keys[2], &progress_doc)?;
             progress.keep_history_of(&state);
-            progress.done = index + 1;
+            progress.mark_done(index);
             progress.applied.retain(|a| a.step != index);
             progress.applied.push(AppliedStep {
                 step: index,
@@ -1144,181 +1094,4 @@ impl<'a> Orchestrator<'a> {
         });
         Ok(())
     }
-}
-
-/// What a dry run shows of one step.
-#[derive(Clone, Debug, Serialize)]
-pub struct StepPreview {
-    /// The step's number (from 1).
-    pub step: usize,
-    /// Its cluster.
-    pub cluster: String,
-    /// Its rollout id.
-    pub rollout: String,
-    /// Its patch, as canonical JSON.
-    pub patch: String,
-    /// The current members in the order they would be released, by batch.
-    pub batches: Vec<Vec<String>>,
-}
-
-/// Which current members fall in which batch of each step; writes nothing.
-pub fn preview(
-    store: &dyn Store,
-    layout: &Layout,
-    plan: &Plan,
-    member_ttl: Duration,
-) -> Result<Vec<StepPreview>> {
-    let mut out = Vec::new();
-    for (index, step) in plan.steps.iter().enumerate() {
-        let fleet = Fleet::read(store, layout, &step.cluster, member_ttl, SystemTime::now())?;
-        let id = rollout_id(plan, index);
-        let order = ranked(&id, fleet.batch_members().iter().map(|m| m.node.as_str()));
-        let mut batches = Vec::new();
-        let mut threshold = 0.0;
-        while threshold < 1.0 && !order.is_empty() {
-            let k = batch_size(
-                batches.len(),
-                step.strategy.canary,
-                &step.strategy.batch,
-                order.len(),
-            );
-            let next = next_threshold(&order, threshold, k);
-            batches.push(
-                order
-                    .iter()
-                    .filter(|r| r.rank > threshold && r.rank <= next)
-                    .map(|r| r.node.clone())
-                    .collect(),
-            );
-            threshold = next;
-        }
-        out.push(StepPreview {
-            step: index + 1,
-            cluster: step.cluster.clone(),
-            rollout: id,
-            patch: canonical_json(&Value::Object(step.set.clone())),
-            batches,
-        });
-    }
-    Ok(out)
-}
-
-/// How a rollout stands, for `rollout status`.
-#[derive(Clone, Debug, Serialize)]
-pub struct RolloutView {
-    /// The cluster.
-    pub cluster: String,
-    /// The step's number in its plan, from 1, as in the rollout id and the
-    /// table (the record keeps the index, from 0).
-    pub step: usize,
-    /// The record.
-    pub record: RolloutState,
-    /// Released members that are present.
-    pub released: usize,
-    /// Of those, converged.
-    pub converged: usize,
-    /// Of those, failed.
-    pub failed: usize,
-    /// Members not released yet (held on the previous desired state).
-    pub held: usize,
-    /// Members absent.
-    pub absent: usize,
-    /// The released present members by health.
-    pub health: HealthCounts,
-    /// The released members holding the latest batch back, each with why
-    /// (the first [`HELD_SHOWN`]; `holding_count` has them all).
-    pub holding: Vec<String>,
-    /// How many members hold the latest batch back.
-    pub holding_count: usize,
-}
-
-/// How many holding members `rollout status` names.
-pub const HELD_SHOWN: usize = 20;
-
-/// Every active rollout (or that of `cluster`), with its fleet's counts, and
-/// the records that could not be read: one bad record does not hide the
-/// others.
-pub fn rollouts(
-    store: &dyn Store,
-    layout: &Layout,
-    cluster: Option<&str>,
-    member_ttl: Duration,
-) -> Result<(Vec<RolloutView>, Vec<Error>)> {
-    let clusters: Vec<String> = match cluster {
-        Some(c) => vec![c.to_string()],
-        None => {
-            let root = layout.key("rollouts");
-            let (entries, _) = store.read_tree(&root)?;
-            let folded = crate::document::fold(&root, &entries)?;
-            folded
-                .and_then(|f| f.doc.as_object().map(|m| m.keys().cloned().collect()))
-                .unwrap_or_default()
-        }
-    };
-    let mut out = Vec::new();
-    let mut unreadable = Vec::new();
-    for c in clusters {
-        let fleet = match Fleet::read(store, layout, &c, member_ttl, SystemTime::now()) {
-            Ok(fleet) => fleet,
-            Err(e @ (Error::BadKey { .. } | Error::BadName(_))) => {
-                unreadable.push(e);
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(doc) = &fleet.rollout_doc else {
-            continue;
-        };
-        let record = match RolloutState::from_document(&layout.rollout(&c), doc) {
-            Ok(record) => record,
-            Err(e) => {
-                unreadable.push(e);
-                continue;
-            }
-        };
-        let order = ranked(
-            &record.id,
-            fleet.batch_members().iter().map(|m| m.node.as_str()),
-        );
-        let now = SystemTime::now();
-        let states = gate_states(&fleet, &record, now);
-        let counts = watched_counts(&states, &order, |r| r <= record.threshold);
-        let mut health = HealthCounts::default();
-        for r in order.iter().filter(|r| r.rank <= record.threshold) {
-            match states.get(r.node.as_str()) {
-                Some((MemberState::Absent, _)) | None => {}
-                Some((_, m)) => match m.health_state() {
-                    HealthState::Healthy => health.healthy += 1,
-                    HealthState::Unhealthy => health.unhealthy += 1,
-                    HealthState::Unknown => health.unknown += 1,
-                },
-            }
-        }
-        let mut held_now = held(
-            &states,
-            &order,
-            |r| record.watches(r),
-            HealthGate::of(&record, now).as_ref(),
-        );
-        let holding_count = held_now.len();
-        held_now.truncate(HELD_SHOWN);
-        out.push(RolloutView {
-            health,
-            holding: held_now,
-            holding_count,
-            cluster: c,
-            step: record.step + 1,
-            released: counts.watched,
-            converged: counts.converged,
-            failed: counts.failed,
-            held: order.iter().filter(|r| r.rank > record.threshold).count(),
-            absent: fleet
-                .members
-                .iter()
-                .filter(|m| m.state == MemberState::Absent)
-                .count(),
-            record,
-        });
-    }
-    Ok((out, unreadable))
 }

@@ -14,6 +14,10 @@
 //!     strategy: { batch: [1, 5, 25%], max_failed: 0, on_failure: rollback, promote: manual }
 //!     wait: { healthy: true, min_healthy: 5m, healthy_deadline: 15m, timeout: 30m }
 //! ```
+//!
+//! A step runs after the step before it, unless it says `after:` — the
+//! names of the steps it waits for (`after: []`: from the start). Steps
+//! whose `after:` steps are done run at the same time (see [`super::graph`]).
 
 use std::fmt;
 use std::path::Path;
@@ -29,13 +33,13 @@ use crate::local_file;
 use crate::schema::state_of;
 use crate::yaml_text;
 
-/// A rollout plan: ordered steps, each changing one cluster's desired state.
+/// A rollout plan: steps, each changing one cluster's desired state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The plan's name; rollout ids derive from it.
     pub name: String,
-    /// The steps, run in order.
+    /// The steps: each after the one before it, unless it says `after:`.
     pub steps: Vec<Step>,
 }
 
@@ -43,6 +47,13 @@ pub struct Plan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    /// The step's name, for `after:` (host-like, unique in the plan).
+    // Skipped when absent: a plan without names keeps the digest it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The steps this one waits for; absent: the step before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
     /// The cluster whose desired document changes.
     pub cluster: String,
     /// The patch laid over the cluster's desired document.
@@ -205,12 +216,22 @@ pub struct Wait {
     /// failed (against `max_failed`); without it, it holds the batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_deadline: Option<HumanDuration>,
+    /// How long a release may wait for other tiers' check-ins to meet the
+    /// step's constraints before the rollout pauses; default: `timeout`
+    /// (none: it waits until they hold or an operator stops it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints_timeout: Option<HumanDuration>,
 }
 
 impl Wait {
     /// Whether the gate asks for health.
     pub fn wants_health(&self) -> bool {
         self.healthy || self.min_healthy.is_some() || self.healthy_deadline.is_some()
+    }
+
+    /// How long a release may wait for other tiers' constraints.
+    pub fn constraints_limit(&self) -> Option<HumanDuration> {
+        self.constraints_timeout.or(self.timeout)
     }
 }
 
@@ -356,6 +377,9 @@ impl Plan {
         }
         for (i, step) in self.steps.iter().enumerate() {
             let at = format!("steps[{i}]");
+            if let Some(Err(e)) = step.name.as_deref().map(|n| check_name(NameKind::Step, n)) {
+                problems.push(format!("{at}.name: {e}"));
+            }
             if let Err(e) = check_name(NameKind::Cluster, &step.cluster) {
                 problems.push(format!("{at}.cluster: {e}"));
             }
@@ -400,6 +424,7 @@ impl Plan {
                 }
             }
         }
+        problems.extend(super::graph::problems(self));
         problems
     }
 }

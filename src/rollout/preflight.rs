@@ -3,10 +3,11 @@
 //! refused start leaves nothing behind (no plan record marked running that
 //! would then refuse the corrected plan under the same name).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::graph;
 use super::plan::Plan;
 use super::state::{rollout_id, PlanProgress, PlanStatus, RolloutState};
 use crate::document::{fold_each, generation};
@@ -125,8 +126,9 @@ pub fn check_step(
 }
 
 /// Every check `rollout run` makes before it writes, for the plan as the
-/// store holds it now: the plan's record, then each step still to run, its
-/// transition checked from the state the steps before it leave.
+/// store holds it now: the plan's record, then each step still to run (in
+/// the order its `after:` waits allow), its transition checked from the
+/// state the steps before it leave.
 pub fn preflight(store: &dyn Store, layout: &Layout, plan: &Plan) -> Result<()> {
     let mut keys = vec![layout.plan(&plan.name)];
     for step in &plan.steps {
@@ -154,13 +156,20 @@ pub fn preflight(store: &dyn Store, layout: &Layout, plan: &Plan) -> Result<()> 
             if progress.status == PlanStatus::Completed {
                 return Ok(());
             }
-            progress.done
+            progress.done_steps()
         }
-        None => 0,
+        None => BTreeSet::new(),
     };
+    // The steps to run, each after those it waits for: steps on one cluster
+    // never run at once (validated), so this is their order too.
+    let to_run: Vec<usize> = graph::order(plan)
+        .into_iter()
+        .filter(|i| !done.contains(i))
+        .collect();
     // The state each cluster will be in when its next step starts.
     let mut states: BTreeMap<&str, Option<String>> = BTreeMap::new();
-    for (index, step) in plan.steps.iter().enumerate().skip(done) {
+    for (position, &index) in to_run.iter().enumerate() {
+        let step = &plan.steps[index];
         let cluster = step.cluster.as_str();
         let (rollout_key, desired_key, schema_key) = (
             layout.rollout(cluster),
@@ -175,7 +184,9 @@ pub fn preflight(store: &dyn Store, layout: &Layout, plan: &Plan) -> Result<()> 
         });
         // A later step on the same cluster finds the rollout record of the
         // step before it gone (folded in): only the first one sees it.
-        let earlier_same_cluster = plan.steps[done..index].iter().any(|s| s.cluster == cluster);
+        let earlier_same_cluster = to_run[..position]
+            .iter()
+            .any(|&i| plan.steps[i].cluster == cluster);
         let inputs = StepInputs {
             keys: [&rollout_key, &desired_key, &schema_key],
             rollout: if earlier_same_cluster {
@@ -192,5 +203,5 @@ pub fn preflight(store: &dyn Store, layout: &Layout, plan: &Plan) -> Result<()> 
         }
     }
     // No step may break a constraint another cluster depends on.
-    super::compat::check_plan(store, layout, plan, done)
+    super::compat::check_plan(store, layout, plan, &to_run)
 }

@@ -6,11 +6,12 @@
 //!   (the step's strategy, how far it got, why it stopped, its history);
 //! - `P/plans/NAME`: a plan's progress — how many steps are done.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::graph;
 use super::plan::{Kick, Plan, Promote, Step, Strategy, Wait};
 use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
@@ -122,6 +123,11 @@ pub struct RolloutState {
     /// Who promoted the rollout past its first batch, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_by: Option<String>,
+    /// Since when the next release waits for other tiers' check-ins to
+    /// meet the step's constraints (cleared by a release and by `resume`);
+    /// `wait.constraints_timeout` counts from here, across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints_wait_since: Option<String>,
     /// What happened, oldest first, bounded.
     #[serde(default)]
     pub history: Vec<Event>,
@@ -149,6 +155,7 @@ impl RolloutState {
             forgiven: BTreeMap::new(),
             awaiting_promotion_since: None,
             promoted_by: None,
+            constraints_wait_since: None,
             history: Vec::new(),
         };
         state.record(Event::now(
@@ -237,6 +244,16 @@ pub struct PlanProgress {
     pub steps: usize,
     /// How many are done.
     pub done: usize,
+    /// Which are done (indices from 0), in the order they finished: steps
+    /// that run at the same time finish in any order. Absent in records of
+    /// plans run as a sequence by an older convergent: then the first
+    /// `done` steps (see [`PlanProgress::from_document`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<usize>,
+    /// The plan's steps and their `after:` waits, kept for `rollout
+    /// status`; empty for a plan without `after:` (a plain sequence).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph: Vec<GraphStep>,
     /// What each done step changed, so a plan rollback can undo it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied: Vec<AppliedStep>,
@@ -250,6 +267,40 @@ pub struct PlanProgress {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// One step of a plan with `after:`, as its progress record keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphStep {
+    /// Its number, from 1.
+    pub step: usize,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The numbers of the steps it waits for.
+    pub after: Vec<usize>,
+}
+
+impl GraphStep {
+    /// The graph of `plan`; empty for a plain sequence.
+    pub fn of(plan: &Plan) -> Vec<GraphStep> {
+        if graph::is_sequence(plan) {
+            return Vec::new();
+        }
+        graph::dependencies(plan)
+            .into_iter()
+            .zip(&plan.steps)
+            .enumerate()
+            .map(|(i, (deps, step))| GraphStep {
+                step: i + 1,
+                cluster: step.cluster.clone(),
+                name: step.name.clone(),
+                after: deps.into_iter().map(|d| d + 1).collect(),
+            })
+            .collect()
+    }
 }
 
 /// What a done step changed in its cluster's desired document: the values
@@ -308,6 +359,8 @@ impl PlanProgress {
             status: PlanStatus::Running,
             steps: plan.steps.len(),
             done: 0,
+            finished: Vec::new(),
+            graph: GraphStep::of(plan),
             applied: Vec::new(),
             undone: 0,
             history: Vec::new(),
@@ -316,12 +369,50 @@ impl PlanProgress {
 
     /// Reads the record stored at `key`.
     pub fn from_document(key: &str, doc: &Value) -> Result<PlanProgress> {
-        serde_json::from_value(doc.clone()).map_err(|e| {
+        let mut progress: PlanProgress = serde_json::from_value(doc.clone()).map_err(|e| {
             Error::bad_key(
                 key,
                 format!("not a plan record the orchestrator wrote: {e}"),
             )
-        })
+        })?;
+        if progress.finished.is_empty() {
+            progress.finished = (0..progress.done).collect();
+        }
+        let distinct: BTreeSet<usize> = progress.finished.iter().copied().collect();
+        if distinct.len() != progress.finished.len()
+            || progress.finished.len() != progress.done
+            || progress.finished.iter().any(|&i| i >= progress.steps)
+        {
+            return Err(Error::bad_key(
+                key,
+                format!(
+                    "not a plan record the orchestrator wrote: {} steps done, but finished lists {:?} of {} steps",
+                    progress.done, progress.finished, progress.steps
+                ),
+            ));
+        }
+        Ok(progress)
+    }
+
+    /// The steps done, by index.
+    pub fn done_steps(&self) -> BTreeSet<usize> {
+        self.finished.iter().copied().collect()
+    }
+
+    /// Counts step `index` done (once).
+    pub fn mark_done(&mut self, index: usize) {
+        if !self.finished.contains(&index) {
+            self.finished.push(index);
+        }
+        self.done = self.finished.len();
+    }
+
+    /// The done step a plan rollback undoes next: the last to finish of
+    /// those not undone yet.
+    pub fn next_to_undo(&self) -> Option<usize> {
+        let left = self.done.checked_sub(self.undone)?;
+        left.checked_sub(1)
+            .and_then(|i| self.finished.get(i).copied())
     }
 
     /// The record as a document.
@@ -393,6 +484,41 @@ mod tests {
                 record.threshold
             );
         }
+    }
+
+    #[test]
+    fn steps_done_out_of_order_are_kept_in_the_order_they_finished() {
+        let plan = Plan::parse(
+            Path::new("p.yml"),
+            "name: p\nsteps:\n  - {name: a, cluster: a, set: {v: 1}, after: []}\n  - {name: b, cluster: b, set: {v: 1}, after: []}\n  - {cluster: c, set: {v: 1}}\n",
+        )
+        .unwrap();
+        let mut progress = PlanProgress::new(&plan);
+        assert_eq!(progress.graph.len(), 3);
+        assert_eq!(progress.graph[2].after, vec![2]);
+        progress.mark_done(1);
+        progress.mark_done(1);
+        progress.mark_done(0);
+        assert_eq!((progress.done, progress.finished.clone()), (2, vec![1, 0]));
+        assert_eq!(progress.next_to_undo(), Some(0));
+        progress.undone = 1;
+        assert_eq!(progress.next_to_undo(), Some(1));
+        let back = PlanProgress::from_document("k", &progress.to_document()).unwrap();
+        assert_eq!(back, progress);
+        // A record an older convergent wrote (a sequence, no `finished`).
+        let old = serde_json::json!({"name": "p", "status": "running", "steps": 3, "done": 2, "history": []});
+        let read = PlanProgress::from_document("k", &old).unwrap();
+        assert_eq!(read.done_steps(), BTreeSet::from([0, 1]));
+        assert_eq!(read.next_to_undo(), Some(1));
+        // One that contradicts itself is refused, naming the key.
+        let bad = serde_json::json!({"name": "p", "status": "running", "steps": 3, "done": 2, "finished": [7, 1], "history": []});
+        let err = PlanProgress::from_document("convergent/plans/p", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("convergent/plans/p") && err.contains("finished"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod plan_rollback;
 pub(crate) mod rollout;
 mod store_api;
 mod stores;
+mod tier_plans;
 mod tiers;
 mod tour;
 mod transfer;

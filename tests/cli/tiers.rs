@@ -21,13 +21,13 @@ store_suite! {
     web_and_db_rolled_in_parallel_never_run_an_incompatible_pair,
 }
 
-const WAIT: Duration = Duration::from_secs(90);
+pub const WAIT: Duration = Duration::from_secs(90);
 
-fn names(prefix: &str, n: usize) -> Vec<String> {
+pub fn names(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}-{i:02}")).collect()
 }
 
-fn version(desired: &Value) -> &str {
+pub fn version(desired: &Value) -> &str {
     desired["version"].as_str().unwrap_or("?")
 }
 
@@ -64,7 +64,7 @@ pub fn incompatible_pairs(sim: &Simulation, web: &[String], db: &[String]) -> Ve
 
 /// A store with the tiers fixture, and `w` web and `d` db simulated nodes
 /// that have all reported once.
-fn two_tiers(
+pub fn two_tiers(
     backend: Backend,
     w: usize,
     d: usize,
@@ -87,7 +87,7 @@ fn two_tiers(
 }
 
 /// Starts `rollout run PLAN` with fast timings, in the background.
-fn spawn_plan(h: &Harness, plan: &str) -> Spawned {
+pub fn spawn_plan(h: &Harness, plan: &str) -> Spawned {
     let mut cmd = h.process();
     cmd.args([
         "rollout",
@@ -333,7 +333,7 @@ fn web_and_db_rolled_in_parallel_never_run_an_incompatible_pair(backend: Backend
 }
 
 /// The rollout record of `cluster`, as `get` prints it.
-fn record_of(h: &Harness, cluster: &str) -> Option<Value> {
+pub fn record_of(h: &Harness, cluster: &str) -> Option<Value> {
     let out = h.run(&["get", &format!("rollouts/{cluster}")]);
     out.status
         .success()

@@ -61,24 +61,25 @@ impl Orchestrator<'_> {
         }
         let mut undone = Vec::new();
         self.in_plan_rollback = true;
-        // The step under way first. Turning it around makes a forward
-        // orchestrator still running stop, which frees the plan's lock.
-        let active = self.active_step_of(plan)?;
-        if let Some((cluster, _)) = &active {
+        // The steps under way first (several when the plan runs steps at
+        // the same time). Turning them around makes a forward orchestrator
+        // still running stop, which frees the plan's lock.
+        let active = self.active_steps_of(plan)?;
+        for (cluster, _) in &active {
             let state = self.turn_to_rollback(cluster, all_at_once)?;
             if all_at_once {
                 self.end_rollback(cluster, &state, "all at once")?;
             }
         }
         let lock = self.lock_waiting(plan, self.options.lock_wait)?;
-        if let (Some((cluster, _)), false) = (&active, all_at_once) {
+        for (cluster, _) in active.iter().filter(|_| !all_at_once) {
             let key = self.layout.rollout(cluster);
             if let Some(doc) = self.fleet(cluster)?.rollout_doc {
                 let state = RolloutState::from_document(&key, &doc)?;
                 self.drive_rollback(cluster, &state, lock.as_ref())?;
             }
         }
-        if let Some((cluster, state)) = &active {
+        for (cluster, state) in &active {
             undone.push(format!(
                 "step {} ({cluster}, under way): {}",
                 state.step + 1,
@@ -91,11 +92,9 @@ impl Orchestrator<'_> {
         }
         loop {
             let progress = self.progress(plan)?.expect("the plan record exists");
-            let left = progress.done.saturating_sub(progress.undone);
-            if left == 0 {
+            let Some(index) = progress.next_to_undo() else {
                 break;
-            }
-            let index = left - 1;
+            };
             let Some(applied) = progress.applied.iter().find(|a| a.step == index).cloned() else {
                 return Err(Error::bad_key(
                     &key,
@@ -172,25 +171,26 @@ impl Orchestrator<'_> {
         }
     }
 
-    /// The rollout of `plan` under way (not an undo), with its cluster.
-    fn active_step_of(&self, plan: &str) -> Result<Option<(String, RolloutState)>> {
+    /// The rollouts of `plan` under way (not undos), with their clusters.
+    fn active_steps_of(&self, plan: &str) -> Result<Vec<(String, RolloutState)>> {
         let root = self.layout.key("rollouts");
         let (entries, _) = self.store.read_tree(&root)?;
         let Some(all) = crate::document::fold(&root, &entries)? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let Some(map) = all.doc.as_object() else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
+        let mut out = Vec::new();
         for (cluster, doc) in map {
             let Ok(state) = RolloutState::from_document(&self.layout.rollout(cluster), doc) else {
                 continue;
             };
             if state.plan == plan && state.id != undo_id(plan, state.step) {
-                return Ok(Some((cluster.clone(), state)));
+                out.push((cluster.clone(), state));
             }
         }
-        Ok(None)
+        Ok(out)
     }
 
     /// Creates the record of the rollout that undoes a step, or finds it
@@ -239,6 +239,7 @@ impl Orchestrator<'_> {
                 forgiven: Default::default(),
                 awaiting_promotion_since: None,
                 promoted_by: None,
+                constraints_wait_since: None,
                 history: Vec::new(),
             };
             state.record(Event::now(
@@ -291,7 +292,7 @@ impl Orchestrator<'_> {
                 )));
             };
             let mut progress = PlanProgress::from_document(&keys[2], progress_doc)?;
-            if progress.done.saturating_sub(progress.undone) != applied.step + 1 {
+            if progress.next_to_undo() != Some(applied.step) {
                 return Ok(None); // counted already (a retried write that landed)
             }
             let old = current.docs[1].clone().unwrap_or_else(|| json!({}));
