@@ -109,6 +109,13 @@ pub fn control(
             s.forgiven = forgiven.clone();
             // A wait for other tiers that timed out starts again.
             s.constraints_wait_since = None;
+            // So does the latest batch's wait (`wait.timeout`,
+            // `healthy_deadline`): an operator who resumes gets a whole
+            // window, not a pause again at the next turn. The history keeps
+            // when the batch really moved.
+            if s.moved_at.is_some() {
+                s.moved_at = Some(now_rfc3339());
+            }
         }
         let why = reason
             .clone()
