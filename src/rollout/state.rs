@@ -31,6 +31,17 @@ pub enum Status {
     Aborted,
 }
 
+impl Status {
+    /// The status as the record spells it (`running`, `paused`, `aborted`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Aborted => "aborted",
+        }
+    }
+}
+
 /// Which way the threshold moves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,6 +21,7 @@ store_suite! {
     one_step_failing_stops_the_others_from_releasing,
     a_plan_rollback_takes_back_every_running_step,
     a_release_waiting_for_another_tier_times_out,
+    resume_plan_resumes_every_paused_step,
 }
 
 /// web and db at once, db slowed down (a pause between its batches) so
@@ -330,6 +331,130 @@ fn a_release_waiting_for_another_tier_times_out(backend: Backend) {
         "5s",
     ]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+}
+
+/// One step fails and pauses (`on_failure: pause`), the other is paused
+/// with it: `rollout status` does not call them running together, and
+/// `rollout resume --plan` resumes both, after which the plan completes.
+fn resume_plan_resumes_every_paused_step(backend: Backend) {
+    let (h, sim, web, db) = two_tiers(backend, 4, 3);
+    for n in &db {
+        sim.fail_when(n, Box::new(|d: &Value| d["version"] == "5.1.0"));
+    }
+    let plan = write(
+        &h,
+        "tiers.yml",
+        &SLOW_TIERS.replace(
+            "strategy: { canary: 1, batch: 1, pause: 1s }",
+            "strategy: { canary: 1, batch: 1, max_failed: 0 }",
+        ),
+    );
+    let mut args = vec!["rollout", "run", &plan];
+    args.extend(FAST);
+    let out = h.run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(
+            "Paused with it, so that nothing more is released anywhere: step 2 \"web\" (web)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    for c in ["db", "web"] {
+        let r = record_of(&h, c).unwrap();
+        assert_eq!(r["status"], "paused", "{r}");
+    }
+    // Paused steps are not "running together".
+    let status = stdout(&h.ok(&["rollout", "status"]));
+    assert!(!status.contains("running together"), "{status}");
+    assert!(
+        status.contains("step 1 \"db\" (db)") && status.contains("paused"),
+        "{status}"
+    );
+    for n in &db {
+        sim.heal(n);
+    }
+    // One command resumes both, saying what it resumed.
+    let out = h.ok(&[
+        "rollout",
+        "resume",
+        "--plan",
+        "tiers-slow",
+        "--reason",
+        "db fixed",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "plan tiers-slow: resumed 2 steps\n  step 1 (db): rollout tiers-slow.1 is now running\n  \
+         step 2 (web): rollout tiers-slow.2 is now running\nrun plan tiers-slow again to go on\n"
+    );
+    for c in ["db", "web"] {
+        let r = record_of(&h, c).unwrap();
+        assert_eq!(r["status"], "running", "{r}");
+        let last = r["history"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["event"], "resumed", "{r}");
+        assert_eq!(last["detail"], "db fixed", "{r}");
+    }
+    // Nothing paused any more: refused, saying where the steps stand.
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "tiers-slow"]),
+        75,
+        &["plan tiers-slow has no paused step: nothing to resume (step 1 (db) is running, step 2 (web) is running)"],
+    );
+    // JSON: what was resumed, per step.
+    h.ok(&["rollout", "pause", "web"]);
+    let out = h.ok(&[
+        "rollout",
+        "resume",
+        "--plan",
+        "tiers-slow",
+        "--format",
+        "json",
+    ]);
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        said,
+        serde_json::json!({"plan": "tiers-slow", "resumed": [
+            {"cluster": "web", "rollout": "tiers-slow.2", "step": 2, "direction": "forward"}
+        ]})
+    );
+    let out = h.run(&args);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(plan_record(&h, "tiers-slow")["status"], "completed");
+    for n in web.iter().chain(&db) {
+        sim.stop_node(n);
+    }
+    assert!(incompatible_pairs(&sim, &web, &db).is_empty());
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "tiers-slow"]),
+        75,
+        &["plan tiers-slow has no paused step: nothing to resume (it has no step under way)"],
+    );
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "nope"]),
+        75,
+        &[
+            "no plan nope has run against this store",
+            "nothing to resume",
+        ],
+    );
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "bad name"]),
+        65,
+        &["bad name"],
+    );
+    assert_refused(&h.run(&["rollout", "resume"]), 64, &["<CLUSTER>"]);
+    assert_refused(
+        &h.run(&["rollout", "resume", "web", "--plan", "tiers-slow"]),
+        64,
+        &["cannot be used with"],
+    );
 }
 
 /// Plans whose `after:` cannot work are refused by `validate` and by the

@@ -177,8 +177,9 @@ impl Orchestrator<'_> {
         } else {
             format!(
                 "{reason}. Paused with it, so that nothing more is released anywhere: {}; \
-                 `convergent rollout resume CLUSTER` for each, then run the plan again to go on",
-                paused.join(", ")
+                 `convergent rollout resume --plan {}` resumes every paused step, then run the plan again to go on",
+                paused.join(", "),
+                plan.name
             )
         };
         self.notify(Progress::Stopped {

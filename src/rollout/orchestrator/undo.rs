@@ -11,6 +11,7 @@ use super::{Orchestrator, Progress, StepEnd};
 use crate::error::{Error, Result};
 use crate::history::{self, diff, Change};
 use crate::layout::{check_name, NameKind};
+use crate::rollout::control::rollouts_of_plan;
 use crate::rollout::plan::{OnFailure, Promote, Wait};
 use crate::rollout::state::{
     AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
@@ -173,24 +174,9 @@ impl Orchestrator<'_> {
 
     /// The rollouts of `plan` under way (not undos), with their clusters.
     fn active_steps_of(&self, plan: &str) -> Result<Vec<(String, RolloutState)>> {
-        let root = self.layout.key("rollouts");
-        let (entries, _) = self.store.read_tree(&root)?;
-        let Some(all) = crate::document::fold(&root, &entries)? else {
-            return Ok(Vec::new());
-        };
-        let Some(map) = all.doc.as_object() else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for (cluster, doc) in map {
-            let Ok(state) = RolloutState::from_document(&self.layout.rollout(cluster), doc) else {
-                continue;
-            };
-            if state.plan == plan && state.id != undo_id(plan, state.step) {
-                out.push((cluster.clone(), state));
-            }
-        }
-        Ok(out)
+        let mut steps = rollouts_of_plan(self.store, &self.layout, plan)?;
+        steps.retain(|(_, state)| state.id != undo_id(plan, state.step));
+        Ok(steps)
     }
 
     /// Creates the record of the rollout that undoes a step, or finds it
