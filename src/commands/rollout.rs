@@ -553,7 +553,7 @@ fn describe(progress: &Progress) -> String {
         Progress::Stopped { cluster, reason } => format!("{cluster}: stopped: {reason}"),
         Progress::StepDone { step, cluster } => format!("step {step} done: {cluster}'s patch is now part of its desired state"),
         Progress::PlanDone { plan } => format!("plan {plan} completed"),
-        Progress::RolledBack { cluster, rollout, plan, step, all_at_once, earlier_steps } => {
+        Progress::RolledBack { cluster, rollout, plan, all_at_once, earlier_steps, stay_applied, .. } => {
             let this = if *all_at_once {
                 format!("{cluster}: rollout {rollout} removed at once: no node is released any more; each returns to the previous desired state on its next run (none was waited for)")
             } else {
@@ -561,9 +561,11 @@ fn describe(progress: &Progress) -> String {
             };
             match earlier_steps {
                 0 => this,
-                n => format!(
-                    "{this}; {} of plan {plan} before step {step} stay applied (`convergent rollout rollback --plan {plan}` undoes them)",
-                    if *n == 1 { "step 1".to_string() } else { format!("steps 1-{n}") }
+                1 => format!(
+                    "{this}; {stay_applied} of plan {plan} stays applied (`convergent rollout rollback --plan {plan}` undoes it)"
+                ),
+                _ => format!(
+                    "{this}; {stay_applied} of plan {plan} stay applied (`convergent rollout rollback --plan {plan}` undoes them)"
                 ),
             }
         }

@@ -114,7 +114,9 @@ pub enum Progress {
     /// A step's rollback ended: batch by batch (every present node taken
     /// back reported the previous desired state), or all at once (the
     /// record is gone; nodes return on their next run, not waited for).
-    /// `earlier_steps` of its plan were done before it and stay applied.
+    /// `earlier_steps` of its plan were done before it and stay applied;
+    /// `stay_applied` names them (`steps 1-2`, or `step 1 "db" (db), step
+    /// 3 (web)` when the plan's steps finished out of order).
     RolledBack {
         cluster: String,
         rollout: String,
@@ -122,6 +124,7 @@ pub enum Progress {
         step: usize,
         all_at_once: bool,
         earlier_steps: usize,
+        stay_applied: String,
     },
     /// A plan rollback ended: `undone` says, step by step (last first),
     /// what went back and how.
@@ -390,16 +393,29 @@ impl<'a> Orchestrator<'a> {
         match self.drive(cluster, &state.id, Direction::Back, lock)? {
             StepEnd::Done => {
                 self.end_rollback(cluster, state, "batch by batch, automatically")?;
-                let earlier = match state.step {
-                    0 => String::new(),
-                    1 => format!(
-                        " Step 1 of plan {} stays applied (`convergent rollout rollback --plan {}` undoes it).",
-                        state.plan, state.plan
-                    ),
-                    n => format!(
-                        " Steps 1-{n} of plan {} stay applied (`convergent rollout rollback --plan {}` undoes them).",
-                        state.plan, state.plan
-                    ),
+                // The plan's steps done (steps of one plan may finish in
+                // any order, so not always those numbered before this one).
+                let applied = self
+                    .progress(&state.plan)?
+                    .map(|p| (p.still_applied(), p))
+                    .filter(|(steps, _)| !steps.is_empty());
+                let earlier = match applied {
+                    None => String::new(),
+                    Some((steps, p)) => {
+                        let (verb, them) = if steps.len() == 1 {
+                            ("stays", "it")
+                        } else {
+                            ("stay", "them")
+                        };
+                        let mut text = p.steps_text(&steps);
+                        if let Some(first) = text.get_mut(..1) {
+                            first.make_ascii_uppercase();
+                        }
+                        format!(
+                            " {text} of plan {} {verb} applied (`convergent rollout rollback --plan {}` undoes {them}).",
+                            state.plan, state.plan
+                        )
+                    }
                 };
                 Ok(StepEnd::Stopped(format!(
                     "step {} ({cluster}, rollout {}) was rolled back automatically: every present node of {cluster} \
@@ -1075,14 +1091,14 @@ impl<'a> Orchestrator<'a> {
             docs[2] = Some(history::append(current.docs[2].as_ref(), &keys[2], change)?);
             Ok(Some(docs))
         })?;
-        // Steps of the plan done before this one: they stay applied.
-        let earlier_steps = match self.store.get(&keys[1])? {
-            _ if self.in_plan_rollback => 0,
-            Some(entry) => crate::document::decode_value(&keys[1], &entry.value)
-                .ok()
-                .and_then(|doc| PlanProgress::from_document(&keys[1], &doc).ok())
-                .map_or(0, |p| p.done.saturating_sub(p.undone)),
-            None => 0,
+        // Steps of the plan done (not undone): they stay applied.
+        let (earlier_steps, stay_applied) = match self.progress(&state.plan) {
+            _ if self.in_plan_rollback => (0, String::new()),
+            Ok(Some(p)) => {
+                let steps = p.still_applied();
+                (steps.len(), p.steps_text(&steps))
+            }
+            Ok(None) | Err(_) => (0, String::new()),
         };
         self.notify(Progress::RolledBack {
             cluster: cluster.to_string(),
@@ -1091,6 +1107,7 @@ impl<'a> Orchestrator<'a> {
             step: state.step + 1,
             all_at_once: how == "all at once",
             earlier_steps,
+            stay_applied,
         });
         Ok(())
     }

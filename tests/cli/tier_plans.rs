@@ -22,6 +22,7 @@ store_suite! {
     a_plan_rollback_takes_back_every_running_step,
     a_release_waiting_for_another_tier_times_out,
     resume_plan_resumes_every_paused_step,
+    a_rollback_names_the_steps_that_stay_applied,
 }
 
 /// web and db at once, db slowed down (a pause between its batches) so
@@ -455,6 +456,57 @@ fn resume_plan_resumes_every_paused_step(backend: Backend) {
         64,
         &["cannot be used with"],
     );
+}
+
+/// Steps of one plan finish out of order: when one is rolled back, the
+/// message names exactly the steps done, not "steps 1-N".
+fn a_rollback_names_the_steps_that_stay_applied(backend: Backend) {
+    let (h, sim, web, _db) = two_tiers(backend, 4, 3);
+    for n in &web {
+        sim.fail_when(n, Box::new(|d: &Value| d["feature"] == "beta"));
+    }
+    // db is slow (a pause between batches); web's first step is done long
+    // before, and its second fails and rolls back while db still runs.
+    let plan = write(
+        &h,
+        "out-of-order.yml",
+        "name: ooo\nsteps:\n  - name: db\n    cluster: db\n    after: []\n    set: { version: \"5.1.0\" }\n    strategy: { canary: 1, batch: 1, pause: 5s }\n  - name: web\n    cluster: web\n    after: []\n    set: { feature: \"on\" }\n    strategy: { batch: 100% }\n  - name: beta\n    cluster: web\n    after: [web]\n    set: { feature: \"beta\" }\n    strategy: { canary: 1, batch: 100%, max_failed: 0, on_failure: rollback }\n",
+    );
+    let mut args = vec!["rollout", "run", &plan];
+    args.extend(FAST);
+    let out = h.run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("step 3 (web, rollout ooo.3) was rolled back automatically")
+            && err.contains(
+                " Step 2 \"web\" (web) of plan ooo stays applied (`convergent rollout rollback --plan ooo` undoes it)."
+            )
+            && err.contains("Paused with it, so that nothing more is released anywhere: step 1 \"db\" (db)"),
+        "{err}"
+    );
+    assert_eq!(record_of(&h, "db").unwrap()["status"], "paused");
+    // db's own rollback: step 2 stays applied (step 1 is the one going back).
+    let mut args = vec!["rollout", "rollback", "db"];
+    args.extend(FAST);
+    let out = h.run(&args);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(
+            "step 2 \"web\" (web) of plan ooo stays applied (`convergent rollout rollback --plan ooo` undoes it)"
+        ),
+        "{said}"
+    );
+    let clusters = &h.export()["convergent"]["clusters"];
+    assert_eq!(clusters["db"]["desired"]["version"], "5.0.0", "{clusters}");
+    assert_eq!(clusters["web"]["desired"]["feature"], "on", "{clusters}");
 }
 
 /// Plans whose `after:` cannot work are refused by `validate` and by the

@@ -132,10 +132,11 @@ impl Orchestrator<'_> {
                     let reason = format!(
                         "the rollback of plan {plan} stopped while undoing step {} ({cluster}): {why}; \
                          run `convergent rollout rollback --plan {plan}` again to go on. \
-                         Undone so far: {}; steps 1-{} stay applied",
+                         Undone so far: {}; {} of plan {plan} stay applied",
                         index + 1,
                         if undone.is_empty() { "nothing".into() } else { undone.join("; ") },
-                        index + 1,
+                        // This step's undo stopped part-way: it stays too.
+                        progress.steps_text(&progress.still_applied()),
                     );
                     self.notify(Progress::Stopped {
                         cluster,
@@ -163,7 +164,7 @@ impl Orchestrator<'_> {
     }
 
     /// The plan's progress record, if it has one.
-    fn progress(&self, plan: &str) -> Result<Option<PlanProgress>> {
+    pub(super) fn progress(&self, plan: &str) -> Result<Option<PlanProgress>> {
         let key = self.layout.plan(plan);
         let (entries, _) = self.store.read_tree(&key)?;
         match crate::document::fold(&key, &entries)? {
