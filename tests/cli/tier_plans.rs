@@ -23,7 +23,12 @@ store_suite! {
     a_release_waiting_for_another_tier_times_out,
     resume_plan_resumes_every_paused_step,
     a_rollback_names_the_steps_that_stay_applied,
+    a_parallel_group_runs_its_steps_together,
 }
+
+/// SLOW_TIERS written with `parallel:`: db and web start together, the
+/// feature step waits for both.
+const PARALLEL_TIERS: &str = "name: tiers-slow\nsteps:\n  - parallel:\n      - name: db\n        cluster: db\n        set: { version: \"5.1.0\" }\n        strategy: { canary: 1, batch: 1, pause: 1s }\n        wait: { timeout: 5m }\n      - name: web\n        cluster: web\n        set: { version: \"2.5.0\", requires: { db: { version: \">=5.1, <6\" } } }\n        strategy: { canary: 1, batch: 50% }\n        wait: { timeout: 5m }\n  - cluster: web\n    set: { feature: \"on\" }\n";
 
 /// web and db at once, db slowed down (a pause between its batches) so
 /// that both steps are seen running.
@@ -509,6 +514,104 @@ fn a_rollback_names_the_steps_that_stay_applied(backend: Backend) {
     assert_eq!(clusters["web"]["desired"]["feature"], "on", "{clusters}");
 }
 
+/// A `parallel:` group is `after:` written shorter: the steps run at the
+/// same time, the entry after waits for all of them, and the records are
+/// those of the same plan written with `after:`.
+fn a_parallel_group_runs_its_steps_together(backend: Backend) {
+    let (h, sim, web, db) = two_tiers(backend, 4, 3);
+    let plan = write(&h, "parallel.yml", PARALLEL_TIERS);
+    let spelled = write(
+        &h,
+        "after.yml",
+        &SLOW_TIERS.replace(
+            "  - cluster: web\n    set: { feature",
+            "  - cluster: web\n    after: [db, web]\n    set: { feature",
+        ),
+    );
+    let dry = |p: &str| -> Value {
+        serde_json::from_slice(
+            &h.ok(&["rollout", "run", p, "--dry-run", "--format", "json"])
+                .stdout,
+        )
+        .unwrap()
+    };
+    assert_eq!(dry(&plan), dry(&spelled), "the same plan");
+    let run = spawn_plan(&h, &plan);
+    assert!(
+        eventually(WAIT, || seen_running_together(&h)),
+        "db and web run at the same time: {}",
+        stdout(&h.run(&["rollout", "status"]))
+    );
+    let out = run.wait_with_output();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let log = stdout(&out);
+    let done2 = log.find("step 2 done").expect("step 2 done");
+    let start3 = log.find("step 3/3").expect("step 3 started");
+    assert!(done2 < start3, "the step after the group waited: {log}");
+    let record = plan_record(&h, "tiers-slow");
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(
+        record["graph"][2]["after"],
+        serde_json::json!([1, 2]),
+        "{record}"
+    );
+    // The plan written with after: is the same plan: it is already done.
+    let mut args = vec!["rollout", "run", &spelled];
+    args.extend(FAST);
+    let again = h.run(&args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("plan tiers-slow completed"));
+    for n in web.iter().chain(&db) {
+        sim.stop_node(n);
+    }
+    assert!(incompatible_pairs(&sim, &web, &db).is_empty());
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+/// `parallel:` mistakes are refused by `validate` and the dry run, exit 65,
+/// naming the step where it is in the file; nothing is written.
+#[test]
+fn bad_parallel_groups_are_refused_naming_the_step() {
+    let h = Harness::new(Backend::File);
+    h.import(&fixture("tiers/view.yml"));
+    let before = h.export();
+    for (text, expected) in [
+        (
+            "name: p\nsteps:\n  - parallel:\n      - { cluster: db, set: { version: \"5.1.0\" } }\n",
+            "steps[0].parallel[0]: a step of a parallel: group needs a name:",
+        ),
+        (
+            "name: p\nsteps:\n  - parallel:\n      - { name: a, cluster: web, set: { feature: \"on\" } }\n      - { name: b, cluster: web, set: { feature: \"off\" } }\n",
+            "steps[0].parallel[1]: step 2 \"b\" (web) could run at the same time as step 1 \"a\" (web), on the same cluster",
+        ),
+    ] {
+        let plan = write(&h, "bad.yml", text);
+        assert_refused(&h.run(&["validate", &plan]), 65, &[expected]);
+        assert_refused(
+            &h.run(&["rollout", "run", &plan, "--dry-run"]),
+            65,
+            &[expected],
+        );
+        assert_refused(
+            &h.run(&["rollout", "run", &plan, "--lock-wait", "0s"]),
+            65,
+            &[expected],
+        );
+    }
+    // A cluster the store does not have: refused before anything is written.
+    let plan = write(
+        &h,
+        "nope.yml",
+        "name: p\nsteps:\n  - parallel:\n      - { name: a, cluster: nope, set: { feature: \"on\" } }\n",
+    );
+    assert_refused(
+        &h.run(&["rollout", "run", &plan, "--dry-run"]),
+        65,
+        &["unknown cluster \"nope\""],
+    );
+    assert_eq!(h.export(), before, "nothing written");
+}
+
 /// Plans whose `after:` cannot work are refused by `validate` and by the
 /// dry run, exit 65, naming the step; nothing is written.
 #[test]
@@ -551,6 +654,17 @@ fn bad_step_graphs_are_refused_naming_the_step() {
         );
         assert_refused(&h.run(&["rollout", "run", &plan]), 65, &[needle]);
     }
+    // A cluster the store does not have: refused before anything is written.
+    let plan = write(
+        &h,
+        "nope.yml",
+        "name: p\nsteps:\n  - parallel:\n      - { name: a, cluster: nope, set: { feature: \"on\" } }\n",
+    );
+    assert_refused(
+        &h.run(&["rollout", "run", &plan, "--dry-run"]),
+        65,
+        &["unknown cluster \"nope\""],
+    );
     assert_eq!(h.export(), before, "nothing written");
 }
 
