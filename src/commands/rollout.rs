@@ -224,10 +224,14 @@ fn resume(ctx: &Context, args: &RolloutResumeArgs) -> Result<()> {
             }
         ));
     }
-    text.push_str(&if resumed.iter().any(|r| r.direction == Direction::Back) {
-        format!(
-            "run plan {plan} again to go on (`convergent rollout rollback --plan {plan}` for the steps rolling back)\n"
-        )
+    // The undo of a plan rollback goes on with the plan rollback.
+    let undoing = resumed
+        .iter()
+        .any(|r| r.rollout == format!("{plan}.undo-{}", r.step));
+    text.push_str(&if undoing {
+        format!("run `convergent rollout rollback --plan {plan}` again to go on\n")
+    } else if resumed.iter().any(|r| r.direction == Direction::Back) {
+        format!("run plan {plan} again to go on (it finishes the steps rolling back first)\n")
     } else {
         format!("run plan {plan} again to go on\n")
     });
