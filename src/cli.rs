@@ -450,8 +450,8 @@ pub enum RolloutCommand {
     Status(RolloutStatusArgs),
     /// Pause a cluster's rollout: nothing more is released until `resume`
     Pause(RolloutControlArgs),
-    /// Resume a paused rollout (then run its plan again to go on)
-    Resume(RolloutControlArgs),
+    /// Resume a paused rollout, or every paused step of a plan (then run the plan again to go on)
+    Resume(RolloutResumeArgs),
     /// Stop releasing for good, keeping the record (rollback remains possible)
     Abort(RolloutControlArgs),
     /// Let a `promote: manual` rollout go on past its first batch (the canary)
@@ -510,6 +510,22 @@ pub struct RolloutControlArgs {
     pub cluster: String,
 
     /// Why, recorded in the rollout's history
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutResumeArgs {
+    /// The cluster whose rollout this is
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub cluster: Option<String>,
+
+    /// Resume every paused step of this plan instead (the step that
+    /// stopped and the ones paused with it)
+    #[arg(long, value_name = "NAME")]
+    pub plan: Option<String>,
+
+    /// Why, recorded in each rollout's history
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
 }

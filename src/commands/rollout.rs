@@ -5,8 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::cli::{
-    OrchestratorArgs, RolloutArgs, RolloutCommand, RolloutControlArgs, RolloutRunArgs,
-    RolloutStatusArgs,
+    OrchestratorArgs, RolloutArgs, RolloutCommand, RolloutControlArgs, RolloutResumeArgs,
+    RolloutRunArgs, RolloutStatusArgs,
 };
 use crate::clock::now_rfc3339;
 use crate::commands::Context;
@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::history::actor;
 use crate::layout::{check_name, NameKind};
 use crate::output::{self, columns, count, Format};
+use crate::rollout::control::resume_plan;
 use crate::rollout::graph;
 use crate::rollout::orchestrator::{self, Control, Observer, Orchestrator, Progress, RunOptions};
 use crate::rollout::plan::Plan;
@@ -27,7 +28,7 @@ pub fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
         RolloutCommand::Run(a) => run_plan(ctx, a),
         RolloutCommand::Status(a) => status(ctx, a),
         RolloutCommand::Pause(a) => control(ctx, a, Control::Pause),
-        RolloutCommand::Resume(a) => control(ctx, a, Control::Resume),
+        RolloutCommand::Resume(a) => resume(ctx, a),
         RolloutCommand::Abort(a) => control(ctx, a, Control::Abort),
         RolloutCommand::Promote(a) => control(ctx, a, Control::Promote),
         RolloutCommand::Rollback(a) => {
@@ -178,6 +179,63 @@ fn orchestrate(
         stop,
     );
     job(&mut orchestrator)
+}
+
+/// `rollout resume CLUSTER`, or `--plan NAME`: every paused step of the plan.
+fn resume(ctx: &Context, args: &RolloutResumeArgs) -> Result<()> {
+    let Some(plan) = &args.plan else {
+        let cluster = args
+            .cluster
+            .clone()
+            .ok_or_else(|| Error::Usage("name a CLUSTER or --plan NAME".into()))?;
+        let one = RolloutControlArgs {
+            cluster,
+            reason: args.reason.clone(),
+        };
+        return control(ctx, &one, Control::Resume);
+    };
+    let format = ctx.format(
+        "rollout resume --plan",
+        &[Format::Table, Format::Json, Format::Yaml],
+    )?;
+    let store = ctx.open_store_consistent()?;
+    let resumed = resume_plan(
+        store.as_ref(),
+        &ctx.layout(),
+        plan,
+        &actor(ctx.env),
+        args.reason.clone(),
+    )?;
+    if format != Format::Table {
+        let result = serde_json::json!({ "plan": plan, "resumed": resumed });
+        return output::print(&output::render(&result, format));
+    }
+    let mut text = format!("plan {plan}: resumed {}\n", count(resumed.len(), "step"));
+    for r in &resumed {
+        text.push_str(&format!(
+            "  step {} ({}): rollout {} is now running{}\n",
+            r.step,
+            r.cluster,
+            r.rollout,
+            if r.direction == Direction::Back {
+                " (rolling back)"
+            } else {
+                ""
+            }
+        ));
+    }
+    // The undo of a plan rollback goes on with the plan rollback.
+    let undoing = resumed
+        .iter()
+        .any(|r| r.rollout == format!("{plan}.undo-{}", r.step));
+    text.push_str(&if undoing {
+        format!("run `convergent rollout rollback --plan {plan}` again to go on\n")
+    } else if resumed.iter().any(|r| r.direction == Direction::Back) {
+        format!("run plan {plan} again to go on (it finishes the steps rolling back first)\n")
+    } else {
+        format!("run plan {plan} again to go on\n")
+    });
+    output::print_text(&text)
 }
 
 fn control(ctx: &Context, args: &RolloutControlArgs, action: Control) -> Result<()> {
@@ -362,10 +420,11 @@ fn plan_graphs_text(views: &[orchestrator::RolloutView]) -> String {
             ]);
         }
         text.push_str(&columns(&rows));
+        // Only the steps moving now: a paused or aborted one is not running.
         let together: Vec<String> = v
             .plan_steps
             .iter()
-            .filter(|s| s.standing != "done" && s.standing != "waiting")
+            .filter(|s| s.standing == "running" || s.standing == "rolling back")
             .map(|s| label(s.step.step))
             .collect();
         if together.len() > 1 {
@@ -498,7 +557,7 @@ fn describe(progress: &Progress) -> String {
         Progress::Stopped { cluster, reason } => format!("{cluster}: stopped: {reason}"),
         Progress::StepDone { step, cluster } => format!("step {step} done: {cluster}'s patch is now part of its desired state"),
         Progress::PlanDone { plan } => format!("plan {plan} completed"),
-        Progress::RolledBack { cluster, rollout, plan, step, all_at_once, earlier_steps } => {
+        Progress::RolledBack { cluster, rollout, plan, all_at_once, earlier_steps, stay_applied, .. } => {
             let this = if *all_at_once {
                 format!("{cluster}: rollout {rollout} removed at once: no node is released any more; each returns to the previous desired state on its next run (none was waited for)")
             } else {
@@ -506,9 +565,11 @@ fn describe(progress: &Progress) -> String {
             };
             match earlier_steps {
                 0 => this,
-                n => format!(
-                    "{this}; {} of plan {plan} before step {step} stay applied (`convergent rollout rollback --plan {plan}` undoes them)",
-                    if *n == 1 { "step 1".to_string() } else { format!("steps 1-{n}") }
+                1 => format!(
+                    "{this}; {stay_applied} of plan {plan} stays applied (`convergent rollout rollback --plan {plan}` undoes it)"
+                ),
+                _ => format!(
+                    "{this}; {stay_applied} of plan {plan} stay applied (`convergent rollout rollback --plan {plan}` undoes them)"
                 ),
             }
         }

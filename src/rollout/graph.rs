@@ -206,7 +206,8 @@ pub fn problems(plan: &Plan) -> Vec<String> {
         if let Some(name) = &step.name {
             if !seen.insert(name.as_str()) {
                 problems.push(format!(
-                    "steps[{i}].name: \"{}\" is the name of an earlier step too; step names must be unique",
+                    "{}.name: \"{}\" is the name of an earlier step too; step names must be unique",
+                    step.place(i),
                     name.escape_default()
                 ));
             }
@@ -216,12 +217,14 @@ pub fn problems(plan: &Plan) -> Vec<String> {
         for name in step.after.iter().flatten() {
             match index_of(plan, name) {
                 None => problems.push(format!(
-                    "steps[{i}].after: no step is named \"{}\" (names: {})",
+                    "{}.after: no step is named \"{}\" (names: {})",
+                    step.place(i),
                     name.escape_default(),
                     known_names(plan)
                 )),
                 Some(j) if j == i => problems.push(format!(
-                    "steps[{i}].after: the step waits for itself (\"{}\")",
+                    "{}.after: the step waits for itself (\"{}\")",
+                    step.place(i),
                     name.escape_default()
                 )),
                 Some(_) => {}
@@ -241,8 +244,9 @@ pub fn problems(plan: &Plan) -> Vec<String> {
         for &j in others.iter().filter(|&&j| j > i) {
             if plan.steps[i].cluster == plan.steps[j].cluster {
                 problems.push(format!(
-                    "steps[{j}]: {} could run at the same time as {}, on the same cluster; \
+                    "{}: {} could run at the same time as {}, on the same cluster; \
                      a cluster has one rollout at a time: make one of them wait for the other with after:",
+                    plan.steps[j].place(j),
                     label(plan, j),
                     label(plan, i)
                 ));

@@ -33,6 +33,8 @@ use crate::local_file;
 use crate::schema::state_of;
 use crate::yaml_text;
 
+mod parallel;
+
 /// A rollout plan: steps, each changing one cluster's desired state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +69,20 @@ pub struct Step {
     /// How newly released nodes are told to converge now.
     #[serde(default)]
     pub kick: Option<Kick>,
+    /// Where the step is in the file, for messages, when that is not
+    /// `steps[N]` (a step inside a `parallel:` group).
+    #[serde(skip)]
+    pub place: Option<String>,
+}
+
+impl Step {
+    /// Where the step is in its plan file: `steps[2]`, or
+    /// `steps[1].parallel[0]` for a step of a `parallel:` group.
+    pub fn place(&self, index: usize) -> String {
+        self.place
+            .clone()
+            .unwrap_or_else(|| format!("steps[{index}]"))
+    }
 }
 
 /// How a step releases nodes.
@@ -353,8 +369,14 @@ impl Plan {
             problem: format!("not a valid plan: {problem}"),
         };
         yaml_text::check_nesting(text).map_err(bad)?;
-        let plan: Plan =
-            serde_yaml::from_str(text).map_err(|e| bad(yaml_text::redact(&e.to_string())))?;
+        let plan: Plan = match parallel::expand(text).map_err(&bad)? {
+            // Without `parallel:`, serde reads the text itself: its errors
+            // say on which line.
+            None => {
+                serde_yaml::from_str(text).map_err(|e| bad(yaml_text::redact(&e.to_string())))?
+            }
+            Some(plan) => plan,
+        };
         let problems = plan.problems();
         if problems.is_empty() {
             Ok(plan)
@@ -376,7 +398,7 @@ impl Plan {
             problems.push("steps: a plan needs at least one step".into());
         }
         for (i, step) in self.steps.iter().enumerate() {
-            let at = format!("steps[{i}]");
+            let at = step.place(i);
             if let Some(Err(e)) = step.name.as_deref().map(|n| check_name(NameKind::Step, n)) {
                 problems.push(format!("{at}.name: {e}"));
             }

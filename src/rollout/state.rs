@@ -31,6 +31,17 @@ pub enum Status {
     Aborted,
 }
 
+impl Status {
+    /// The status as the record spells it (`running`, `paused`, `aborted`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Aborted => "aborted",
+        }
+    }
+}
+
 /// Which way the threshold moves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -415,6 +426,50 @@ impl PlanProgress {
             .and_then(|i| self.finished.get(i).copied())
     }
 
+    /// The done steps no plan rollback has undone yet (indices from 0, in
+    /// step order): what stays applied when a step is rolled back.
+    pub fn still_applied(&self) -> Vec<usize> {
+        let left = self
+            .done
+            .saturating_sub(self.undone)
+            .min(self.finished.len());
+        let mut steps = self.finished[..left].to_vec();
+        steps.sort_unstable();
+        steps
+    }
+
+    /// `steps` (indices from 0) for a message: `step 1` or `steps 1-3`
+    /// when they are the plan's first steps in a row (a sequence), else
+    /// each one named as the plan names it, `step 1 "db" (db), step 3 (web)`.
+    pub fn steps_text(&self, steps: &[usize]) -> String {
+        match steps {
+            [] => "no step".into(),
+            [0] => "step 1".into(),
+            _ if steps.iter().copied().eq(0..steps.len()) => format!("steps 1-{}", steps.len()),
+            _ => steps
+                .iter()
+                .map(|&i| self.step_label(i))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// `step 2 "web" (web)`, `step 2 (web)`, or `step 2` when the record
+    /// does not say which cluster.
+    fn step_label(&self, index: usize) -> String {
+        let n = index + 1;
+        if let Some(g) = self.graph.iter().find(|g| g.step == n) {
+            return match &g.name {
+                Some(name) => format!("step {n} \"{name}\" ({})", g.cluster),
+                None => format!("step {n} ({})", g.cluster),
+            };
+        }
+        match self.applied.iter().find(|a| a.step == index) {
+            Some(a) => format!("step {n} ({})", a.cluster),
+            None => format!("step {n}"),
+        }
+    }
+
     /// The record as a document.
     pub fn to_document(&self) -> Value {
         serde_json::to_value(self).expect("a plan record serializes")
@@ -501,8 +556,16 @@ mod tests {
         progress.mark_done(0);
         assert_eq!((progress.done, progress.finished.clone()), (2, vec![1, 0]));
         assert_eq!(progress.next_to_undo(), Some(0));
+        // Step 2 finished first, then step 1: both stay applied, named.
+        assert_eq!(progress.still_applied(), vec![0, 1]);
+        assert_eq!(progress.steps_text(&[0, 1]), "steps 1-2");
+        assert_eq!(progress.steps_text(&[0]), "step 1");
+        assert_eq!(progress.steps_text(&[1]), "step 2 \"b\" (b)");
+        assert_eq!(progress.steps_text(&[0, 2]), "step 1 \"a\" (a), step 3 (c)");
         progress.undone = 1;
         assert_eq!(progress.next_to_undo(), Some(1));
+        // Step 1 (the last to finish) undone: step 2 stays.
+        assert_eq!(progress.still_applied(), vec![1]);
         let back = PlanProgress::from_document("k", &progress.to_document()).unwrap();
         assert_eq!(back, progress);
         // A record an older convergent wrote (a sequence, no `finished`).

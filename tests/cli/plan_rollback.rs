@@ -51,7 +51,7 @@ fn a_plan_rollback_restores_every_step_s_cluster(backend: Backend) {
     let said = stdout(&out);
     assert!(
         said.contains("rolled back batch by batch")
-            && said.contains("steps 1-2 of plan three before step 3 stay applied")
+            && said.contains("steps 1-2 of plan three stay applied")
             && said.contains("rollout rollback --plan three"),
         "{said}"
     );

@@ -23,6 +23,7 @@ store_suite! {
     rollback_returns_nodes_a_batch_at_a_time,
     an_operator_pauses_and_resumes,
     dry_run_shows_the_batches_and_writes_nothing,
+    a_resumed_step_gets_a_fresh_wait_timeout,
 }
 
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
@@ -805,4 +806,57 @@ fn a_consul_event_kicks_each_released_batch() {
     let fired = h.consul_double().requests_to("/v1/event/fire/converge-web");
     assert_eq!(fired.len(), batches, "one event per released batch");
     assert!(stdout(&out).contains("kicked"), "{}", stdout(&out));
+}
+
+/// `rollout resume` after a `wait.timeout` pause starts the batch's wait
+/// again: the next run waits a whole `timeout` before it pauses again, and
+/// a node that comes back within it lets the step complete.
+fn a_resumed_step_gets_a_fresh_wait_timeout(backend: Backend) {
+    let (h, sim) = fleet(backend);
+    // web-02 stops reporting but stays a member (the member TTL is long).
+    sim.stop_node("web-02");
+    let plan = plan_file(
+        &h,
+        "fresh.yml",
+        "name: fresh\nsteps:\n  - cluster: web\n    set: {app: {workers: 16}}\n    strategy: {batch: 100%}\n    wait: {timeout: 3s}\n",
+    );
+    let run = || {
+        h.run(&[
+            "rollout",
+            "run",
+            &plan,
+            "--poll",
+            "50ms",
+            "--member-ttl",
+            "1h",
+            "--lock-ttl",
+            "5s",
+        ])
+    };
+    assert_stopped(&run(), 75, &["did not converge within 3s", "web-02"]);
+    let paused = record(&h, "web").unwrap();
+    assert_eq!(paused["status"], "paused", "{paused}");
+    h.ok(&["rollout", "resume", "web"]);
+    let resumed = record(&h, "web").unwrap();
+    assert_ne!(
+        resumed["moved_at"], paused["moved_at"],
+        "resume starts the wait again: {resumed}"
+    );
+    // web-02 is still down: the run waits the whole timeout again, then pauses.
+    let started = Instant::now();
+    assert_stopped(&run(), 75, &["did not converge within 3s", "web-02"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "a fresh 3s window after the resume, not an immediate pause: {:?}",
+        started.elapsed()
+    );
+    // Back within the fresh window: the step completes.
+    sim.start_node("web-02");
+    h.ok(&["rollout", "resume", "web"]);
+    let out = run();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        h.export()["convergent"]["clusters"]["web"]["desired"]["app"]["workers"],
+        16
+    );
 }

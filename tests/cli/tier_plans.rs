@@ -21,7 +21,14 @@ store_suite! {
     one_step_failing_stops_the_others_from_releasing,
     a_plan_rollback_takes_back_every_running_step,
     a_release_waiting_for_another_tier_times_out,
+    resume_plan_resumes_every_paused_step,
+    a_rollback_names_the_steps_that_stay_applied,
+    a_parallel_group_runs_its_steps_together,
 }
+
+/// SLOW_TIERS written with `parallel:`: db and web start together, the
+/// feature step waits for both.
+const PARALLEL_TIERS: &str = "name: tiers-slow\nsteps:\n  - parallel:\n      - name: db\n        cluster: db\n        set: { version: \"5.1.0\" }\n        strategy: { canary: 1, batch: 1, pause: 1s }\n        wait: { timeout: 5m }\n      - name: web\n        cluster: web\n        set: { version: \"2.5.0\", requires: { db: { version: \">=5.1, <6\" } } }\n        strategy: { canary: 1, batch: 50% }\n        wait: { timeout: 5m }\n  - cluster: web\n    set: { feature: \"on\" }\n";
 
 /// web and db at once, db slowed down (a pause between its batches) so
 /// that both steps are seen running.
@@ -332,6 +339,279 @@ fn a_release_waiting_for_another_tier_times_out(backend: Backend) {
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
 }
 
+/// One step fails and pauses (`on_failure: pause`), the other is paused
+/// with it: `rollout status` does not call them running together, and
+/// `rollout resume --plan` resumes both, after which the plan completes.
+fn resume_plan_resumes_every_paused_step(backend: Backend) {
+    let (h, sim, web, db) = two_tiers(backend, 4, 3);
+    for n in &db {
+        sim.fail_when(n, Box::new(|d: &Value| d["version"] == "5.1.0"));
+    }
+    let plan = write(
+        &h,
+        "tiers.yml",
+        &SLOW_TIERS.replace(
+            "strategy: { canary: 1, batch: 1, pause: 1s }",
+            "strategy: { canary: 1, batch: 1, max_failed: 0 }",
+        ),
+    );
+    let mut args = vec!["rollout", "run", &plan];
+    args.extend(FAST);
+    let out = h.run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(
+            "Paused with it, so that nothing more is released anywhere: step 2 \"web\" (web)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    for c in ["db", "web"] {
+        let r = record_of(&h, c).unwrap();
+        assert_eq!(r["status"], "paused", "{r}");
+    }
+    // Paused steps are not "running together".
+    let status = stdout(&h.ok(&["rollout", "status"]));
+    assert!(!status.contains("running together"), "{status}");
+    assert!(
+        status.contains("step 1 \"db\" (db)") && status.contains("paused"),
+        "{status}"
+    );
+    for n in &db {
+        sim.heal(n);
+    }
+    // One command resumes both, saying what it resumed.
+    let out = h.ok(&[
+        "rollout",
+        "resume",
+        "--plan",
+        "tiers-slow",
+        "--reason",
+        "db fixed",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "plan tiers-slow: resumed 2 steps\n  step 1 (db): rollout tiers-slow.1 is now running\n  \
+         step 2 (web): rollout tiers-slow.2 is now running\nrun plan tiers-slow again to go on\n"
+    );
+    for c in ["db", "web"] {
+        let r = record_of(&h, c).unwrap();
+        assert_eq!(r["status"], "running", "{r}");
+        let last = r["history"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["event"], "resumed", "{r}");
+        assert_eq!(last["detail"], "db fixed", "{r}");
+    }
+    // Nothing paused any more: refused, saying where the steps stand.
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "tiers-slow"]),
+        75,
+        &["plan tiers-slow has no paused step: nothing to resume (step 1 (db) is running, step 2 (web) is running)"],
+    );
+    // JSON: what was resumed, per step.
+    h.ok(&["rollout", "pause", "web"]);
+    let out = h.ok(&[
+        "rollout",
+        "resume",
+        "--plan",
+        "tiers-slow",
+        "--format",
+        "json",
+    ]);
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        said,
+        serde_json::json!({"plan": "tiers-slow", "resumed": [
+            {"cluster": "web", "rollout": "tiers-slow.2", "step": 2, "direction": "forward"}
+        ]})
+    );
+    let out = h.run(&args);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(plan_record(&h, "tiers-slow")["status"], "completed");
+    for n in web.iter().chain(&db) {
+        sim.stop_node(n);
+    }
+    assert!(incompatible_pairs(&sim, &web, &db).is_empty());
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "tiers-slow"]),
+        75,
+        &["plan tiers-slow has no paused step: nothing to resume (it has no step under way)"],
+    );
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "nope"]),
+        75,
+        &[
+            "no plan nope has run against this store",
+            "nothing to resume",
+        ],
+    );
+    assert_refused(
+        &h.run(&["rollout", "resume", "--plan", "bad name"]),
+        65,
+        &["bad name"],
+    );
+    assert_refused(&h.run(&["rollout", "resume"]), 64, &["<CLUSTER>"]);
+    assert_refused(
+        &h.run(&["rollout", "resume", "web", "--plan", "tiers-slow"]),
+        64,
+        &["cannot be used with"],
+    );
+}
+
+/// Steps of one plan finish out of order: when one is rolled back, the
+/// message names exactly the steps done, not "steps 1-N".
+fn a_rollback_names_the_steps_that_stay_applied(backend: Backend) {
+    let (h, sim, web, _db) = two_tiers(backend, 4, 3);
+    for n in &web {
+        sim.fail_when(n, Box::new(|d: &Value| d["feature"] == "beta"));
+    }
+    // db is slow (a pause between batches); web's first step is done long
+    // before, and its second fails and rolls back while db still runs.
+    let plan = write(
+        &h,
+        "out-of-order.yml",
+        "name: ooo\nsteps:\n  - name: db\n    cluster: db\n    after: []\n    set: { version: \"5.1.0\" }\n    strategy: { canary: 1, batch: 1, pause: 5s }\n  - name: web\n    cluster: web\n    after: []\n    set: { feature: \"on\" }\n    strategy: { batch: 100% }\n  - name: beta\n    cluster: web\n    after: [web]\n    set: { feature: \"beta\" }\n    strategy: { canary: 1, batch: 100%, max_failed: 0, on_failure: rollback }\n",
+    );
+    let mut args = vec!["rollout", "run", &plan];
+    args.extend(FAST);
+    let out = h.run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("step 3 (web, rollout ooo.3) was rolled back automatically")
+            && err.contains(
+                " Step 2 \"web\" (web) of plan ooo stays applied (`convergent rollout rollback --plan ooo` undoes it)."
+            )
+            && err.contains("Paused with it, so that nothing more is released anywhere: step 1 \"db\" (db)"),
+        "{err}"
+    );
+    assert_eq!(record_of(&h, "db").unwrap()["status"], "paused");
+    // db's own rollback: step 2 stays applied (step 1 is the one going back).
+    let mut args = vec!["rollout", "rollback", "db"];
+    args.extend(FAST);
+    let out = h.run(&args);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(
+            "step 2 \"web\" (web) of plan ooo stays applied (`convergent rollout rollback --plan ooo` undoes it)"
+        ),
+        "{said}"
+    );
+    let clusters = &h.export()["convergent"]["clusters"];
+    assert_eq!(clusters["db"]["desired"]["version"], "5.0.0", "{clusters}");
+    assert_eq!(clusters["web"]["desired"]["feature"], "on", "{clusters}");
+}
+
+/// A `parallel:` group is `after:` written shorter: the steps run at the
+/// same time, the entry after waits for all of them, and the records are
+/// those of the same plan written with `after:`.
+fn a_parallel_group_runs_its_steps_together(backend: Backend) {
+    let (h, sim, web, db) = two_tiers(backend, 4, 3);
+    let plan = write(&h, "parallel.yml", PARALLEL_TIERS);
+    let spelled = write(
+        &h,
+        "after.yml",
+        &SLOW_TIERS.replace(
+            "  - cluster: web\n    set: { feature",
+            "  - cluster: web\n    after: [db, web]\n    set: { feature",
+        ),
+    );
+    let dry = |p: &str| -> Value {
+        serde_json::from_slice(
+            &h.ok(&["rollout", "run", p, "--dry-run", "--format", "json"])
+                .stdout,
+        )
+        .unwrap()
+    };
+    assert_eq!(dry(&plan), dry(&spelled), "the same plan");
+    let run = spawn_plan(&h, &plan);
+    assert!(
+        eventually(WAIT, || seen_running_together(&h)),
+        "db and web run at the same time: {}",
+        stdout(&h.run(&["rollout", "status"]))
+    );
+    let out = run.wait_with_output();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let log = stdout(&out);
+    let done2 = log.find("step 2 done").expect("step 2 done");
+    let start3 = log.find("step 3/3").expect("step 3 started");
+    assert!(done2 < start3, "the step after the group waited: {log}");
+    let record = plan_record(&h, "tiers-slow");
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(
+        record["graph"][2]["after"],
+        serde_json::json!([1, 2]),
+        "{record}"
+    );
+    // The plan written with after: is the same plan: it is already done.
+    let mut args = vec!["rollout", "run", &spelled];
+    args.extend(FAST);
+    let again = h.run(&args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("plan tiers-slow completed"));
+    for n in web.iter().chain(&db) {
+        sim.stop_node(n);
+    }
+    assert!(incompatible_pairs(&sim, &web, &db).is_empty());
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+/// `parallel:` mistakes are refused by `validate` and the dry run, exit 65,
+/// naming the step where it is in the file; nothing is written.
+#[test]
+fn bad_parallel_groups_are_refused_naming_the_step() {
+    let h = Harness::new(Backend::File);
+    h.import(&fixture("tiers/view.yml"));
+    let before = h.export();
+    for (text, expected) in [
+        (
+            "name: p\nsteps:\n  - parallel:\n      - { cluster: db, set: { version: \"5.1.0\" } }\n",
+            "steps[0].parallel[0]: a step of a parallel: group needs a name:",
+        ),
+        (
+            "name: p\nsteps:\n  - parallel:\n      - { name: a, cluster: web, set: { feature: \"on\" } }\n      - { name: b, cluster: web, set: { feature: \"off\" } }\n",
+            "steps[0].parallel[1]: step 2 \"b\" (web) could run at the same time as step 1 \"a\" (web), on the same cluster",
+        ),
+    ] {
+        let plan = write(&h, "bad.yml", text);
+        assert_refused(&h.run(&["validate", &plan]), 65, &[expected]);
+        assert_refused(
+            &h.run(&["rollout", "run", &plan, "--dry-run"]),
+            65,
+            &[expected],
+        );
+        assert_refused(
+            &h.run(&["rollout", "run", &plan, "--lock-wait", "0s"]),
+            65,
+            &[expected],
+        );
+    }
+    // A cluster the store does not have: refused before anything is written.
+    let plan = write(
+        &h,
+        "nope.yml",
+        "name: p\nsteps:\n  - parallel:\n      - { name: a, cluster: nope, set: { feature: \"on\" } }\n",
+    );
+    assert_refused(
+        &h.run(&["rollout", "run", &plan, "--dry-run"]),
+        65,
+        &["unknown cluster \"nope\""],
+    );
+    assert_eq!(h.export(), before, "nothing written");
+}
+
 /// Plans whose `after:` cannot work are refused by `validate` and by the
 /// dry run, exit 65, naming the step; nothing is written.
 #[test]
@@ -374,6 +654,17 @@ fn bad_step_graphs_are_refused_naming_the_step() {
         );
         assert_refused(&h.run(&["rollout", "run", &plan]), 65, &[needle]);
     }
+    // A cluster the store does not have: refused before anything is written.
+    let plan = write(
+        &h,
+        "nope.yml",
+        "name: p\nsteps:\n  - parallel:\n      - { name: a, cluster: nope, set: { feature: \"on\" } }\n",
+    );
+    assert_refused(
+        &h.run(&["rollout", "run", &plan, "--dry-run"]),
+        65,
+        &["unknown cluster \"nope\""],
+    );
     assert_eq!(h.export(), before, "nothing written");
 }
 

@@ -15,14 +15,19 @@
 use serde_json::{json, Value};
 
 use super::{Orchestrator, Progress, StepEnd, Turn, TurnClock};
+use crate::document::{merged, Nulls};
 use crate::error::{Error, Result};
+use crate::history::{self, diff, Change};
 use crate::rollout::compat;
 use crate::rollout::graph;
 use crate::rollout::plan::Plan;
-use crate::rollout::preflight::{check_progress, plan_digest, preflight};
-use crate::rollout::state::{
-    rollout_id, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
+use crate::rollout::preflight::{
+    check_progress, check_step, plan_digest, preflight, StepInputs, StepStart,
 };
+use crate::rollout::state::{
+    rollout_id, AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
+};
+use crate::schema::state_of;
 use crate::store::HeldLock;
 use crate::update::update;
 
@@ -177,8 +182,9 @@ impl Orchestrator<'_> {
         } else {
             format!(
                 "{reason}. Paused with it, so that nothing more is released anywhere: {}; \
-                 `convergent rollout resume CLUSTER` for each, then run the plan again to go on",
-                paused.join(", ")
+                 `convergent rollout resume --plan {}` resumes every paused step, then run the plan again to go on",
+                paused.join(", "),
+                plan.name
             )
         };
         self.notify(Progress::Stopped {
@@ -309,5 +315,137 @@ impl Orchestrator<'_> {
             clock: TurnClock::default(),
             rolling_back,
         })
+    }
+
+    /// Creates the step's rollout record where the cluster has none (checking
+    /// the patch against the schema), or finds it there from an earlier run.
+    /// Returns how many members the cluster has.
+    pub(super) fn start_step(&mut self, plan: &Plan, index: usize) -> Result<usize> {
+        let step = &plan.steps[index];
+        let cluster = &step.cluster;
+        let id = rollout_id(plan, index);
+        let keys = vec![
+            self.layout.rollout(cluster),
+            self.layout.desired(cluster),
+            self.layout.schema(cluster),
+            self.layout.plan(&plan.name),
+        ];
+        let actor = self.actor.clone();
+        update(self.store, &keys, |current| {
+            let inputs = StepInputs {
+                keys: [&keys[0], &keys[1], &keys[2]],
+                rollout: current.docs[0].as_ref(),
+                desired: current.docs[1].as_ref(),
+                schema: current.docs[2].as_ref(),
+            };
+            let from = current.docs[1]
+                .as_ref()
+                .and_then(|d| state_of(d).ok().flatten());
+            if check_step(plan, index, &inputs, from)? == StepStart::Resuming {
+                return Ok(None);
+            }
+            let record = RolloutState::new(plan, index, &actor);
+            let mut progress_doc = current.docs[3]
+                .clone()
+                .unwrap_or_else(|| PlanProgress::new(plan).to_document());
+            let mut progress = PlanProgress::from_document(&keys[3], &progress_doc)?;
+            progress.record(Event::now(
+                &actor,
+                "step started",
+                format!("step {}: {cluster}, rollout {id}", index + 1),
+            ));
+            let digest = progress_doc.get("digest").cloned();
+            progress_doc = progress.to_document();
+            if let Some(d) = digest {
+                progress_doc["digest"] = d;
+            }
+            let mut docs = current.docs.clone();
+            docs[0] = Some(record.to_document());
+            docs[3] = Some(progress_doc);
+            Ok(Some(docs))
+        })?;
+        let fleet = self.fleet(cluster)?;
+        Ok(fleet.batch_members().len())
+    }
+
+    /// Folds the patch into the cluster's desired document, removes the
+    /// record and counts the step done — one transaction.
+    pub(super) fn finish_step(&mut self, plan: &Plan, index: usize) -> Result<()> {
+        let cluster = &plan.steps[index].cluster;
+        let keys = vec![
+            self.layout.rollout(cluster),
+            self.layout.desired(cluster),
+            self.layout.plan(&plan.name),
+            self.layout.history(cluster),
+        ];
+        let id = rollout_id(plan, index);
+        let actor = self.actor.clone();
+        let env_actor = actor.clone();
+        update(self.store, &keys, |current| {
+            let Some(doc) = &current.docs[0] else {
+                return Err(Error::Stopped(format!(
+                    "the rollout record of {cluster} vanished before its step could end"
+                )));
+            };
+            let state = RolloutState::from_document(&keys[0], doc)?;
+            if state.id != id || state.status != Status::Running || state.threshold < 1.0 {
+                return Err(Error::Stopped(format!(
+                    "the rollout of {cluster} changed before its step could end"
+                )));
+            }
+            let old = current.docs[1].clone().unwrap_or_else(|| json!({}));
+            // Nulls are kept: a `null` in the patch must go on removing the
+            // key from the layers below, as it did while it was a patch.
+            let new = merged(&old, &Value::Object(state.patch.clone()), Nulls::Keep);
+            let progress_doc = current.docs[2]
+                .clone()
+                .unwrap_or_else(|| PlanProgress::new(plan).to_document());
+            let mut progress = PlanProgress::from_document(&keys[2], &progress_doc)?;
+            progress.keep_history_of(&state);
+            progress.mark_done(index);
+            progress.applied.retain(|a| a.step != index);
+            progress.applied.push(AppliedStep {
+                step: index,
+                cluster: cluster.clone(),
+                before: state
+                    .patch
+                    .keys()
+                    .map(|k| (k.clone(), old.get(k).cloned()))
+                    .collect(),
+                strategy: state.strategy.clone(),
+                wait: state.wait.clone(),
+            });
+            if progress.done == plan.steps.len() {
+                progress.status = PlanStatus::Completed;
+            }
+            progress.record(Event::now(
+                &actor,
+                "step done",
+                format!("step {}: {cluster}, rollout {id}", index + 1),
+            ));
+            let mut progress_doc_new = progress.to_document();
+            if let Some(d) = progress_doc.get("digest") {
+                progress_doc_new["digest"] = d.clone();
+            }
+            let change = Change::now(
+                &|name: &str| (name == "CONVERGENT_ACTOR").then(|| env_actor.clone()),
+                "rollout",
+                &keys[1],
+                diff(Some(&old), Some(&new)),
+                Some(format!(
+                    "plan {} step {} (rollout {id})",
+                    plan.name,
+                    index + 1
+                )),
+            );
+            let history_doc = history::append(current.docs[3].as_ref(), &keys[3], change)?;
+            Ok(Some(vec![
+                None,
+                Some(new),
+                Some(progress_doc_new),
+                Some(history_doc),
+            ]))
+        })?;
+        Ok(())
     }
 }

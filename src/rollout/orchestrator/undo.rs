@@ -11,6 +11,7 @@ use super::{Orchestrator, Progress, StepEnd};
 use crate::error::{Error, Result};
 use crate::history::{self, diff, Change};
 use crate::layout::{check_name, NameKind};
+use crate::rollout::control::rollouts_of_plan;
 use crate::rollout::plan::{OnFailure, Promote, Wait};
 use crate::rollout::state::{
     AppliedStep, Direction, Event, PlanProgress, PlanStatus, RolloutState, Status,
@@ -131,10 +132,11 @@ impl Orchestrator<'_> {
                     let reason = format!(
                         "the rollback of plan {plan} stopped while undoing step {} ({cluster}): {why}; \
                          run `convergent rollout rollback --plan {plan}` again to go on. \
-                         Undone so far: {}; steps 1-{} stay applied",
+                         Undone so far: {}; {} of plan {plan} stay applied",
                         index + 1,
                         if undone.is_empty() { "nothing".into() } else { undone.join("; ") },
-                        index + 1,
+                        // This step's undo stopped part-way: it stays too.
+                        progress.steps_text(&progress.still_applied()),
                     );
                     self.notify(Progress::Stopped {
                         cluster,
@@ -162,7 +164,7 @@ impl Orchestrator<'_> {
     }
 
     /// The plan's progress record, if it has one.
-    fn progress(&self, plan: &str) -> Result<Option<PlanProgress>> {
+    pub(super) fn progress(&self, plan: &str) -> Result<Option<PlanProgress>> {
         let key = self.layout.plan(plan);
         let (entries, _) = self.store.read_tree(&key)?;
         match crate::document::fold(&key, &entries)? {
@@ -173,24 +175,9 @@ impl Orchestrator<'_> {
 
     /// The rollouts of `plan` under way (not undos), with their clusters.
     fn active_steps_of(&self, plan: &str) -> Result<Vec<(String, RolloutState)>> {
-        let root = self.layout.key("rollouts");
-        let (entries, _) = self.store.read_tree(&root)?;
-        let Some(all) = crate::document::fold(&root, &entries)? else {
-            return Ok(Vec::new());
-        };
-        let Some(map) = all.doc.as_object() else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for (cluster, doc) in map {
-            let Ok(state) = RolloutState::from_document(&self.layout.rollout(cluster), doc) else {
-                continue;
-            };
-            if state.plan == plan && state.id != undo_id(plan, state.step) {
-                out.push((cluster.clone(), state));
-            }
-        }
-        Ok(out)
+        let mut steps = rollouts_of_plan(self.store, &self.layout, plan)?;
+        steps.retain(|(_, state)| state.id != undo_id(plan, state.step));
+        Ok(steps)
     }
 
     /// Creates the record of the rollout that undoes a step, or finds it

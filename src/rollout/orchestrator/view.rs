@@ -16,7 +16,7 @@ use crate::rollout::batches::{batch_size, next_threshold, ranked};
 use crate::rollout::graph;
 use crate::rollout::plan::Plan;
 use crate::rollout::standing::{gate_states, held, watched_counts, HealthGate};
-use crate::rollout::state::{rollout_id, Direction, GraphStep, PlanProgress, RolloutState};
+use crate::rollout::state::{rollout_id, Direction, GraphStep, PlanProgress, RolloutState, Status};
 use crate::store::Store;
 
 /// What a dry run shows of one step.
@@ -160,12 +160,11 @@ fn plan_standing(
                 .find(|(_, r)| r.plan == plan && r.step + 1 == step.step);
             let standing = match record {
                 _ if done.contains(&(step.step - 1)) => "done".to_string(),
-                Some((_, r)) if r.direction == Direction::Back => "rolling back".into(),
-                Some((_, r)) => serde_json::to_value(r.status)
-                    .expect("serializes")
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                Some((_, r)) if r.direction == Direction::Back => match r.status {
+                    Status::Running => "rolling back".into(),
+                    other => format!("{} (rolling back)", other.name()),
+                },
+                Some((_, r)) => r.status.name().to_string(),
                 None => "waiting".into(),
             };
             StepStanding { step, standing }
