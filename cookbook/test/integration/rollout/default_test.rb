@@ -1,5 +1,6 @@
-# rollout: an orchestration node runs plan upgrade-5.1-2.5.0 (db to 5.1,
-# then web to 2.5.0 by a canary and halves) with convergent_rollout, on the
+# rollout: an orchestration node runs plan upgrade-5.1-2.5.0 (db to 5.1 and
+# web to 2.5.0 by a canary and halves, at the same time, web requiring every
+# db node at >=5.1) with convergent_rollout, on the
 # view of test/fixtures/views/tiers.yml whose nodes the plan's kick
 # simulates. test/fixtures/chef-runs ran, in order: a run with a plan the
 # schema refuses (run-broken.log), a why-run (run-0), then Kitchen's two
@@ -22,6 +23,7 @@ control 'rollout-why-run-prints-the-dry-run-and-moves-nothing' do
   describe file("#{state}/run-0.log") do
     its('content') { should match(/Would run plan #{plan} \(not started\); its dry run:/) }
     its('content') { should match(/plan #{plan}: 2 steps \(dry run: nothing is written\)/) }
+    its('content') { should match(/runs as: db \+ web/) }
     its('content') { should match(/step 1: cluster db, rollout #{plan}\.1/) }
     its('content') { should match(/canary +\(1\): web-0\d/) }
   end
@@ -58,6 +60,23 @@ control 'rollout-run-1-completes-the-plan' do
   end
   describe command("#{convergent} --store #{store} --format json rollout status") do
     its('stdout') { should match(/\A\[\]\s*\z/) }
+  end
+end
+
+# The simulated nodes' check-ins, in order (test/fixtures/rollout-node):
+# db and web ran at the same time in one plan, yet no web node checked in at
+# 2.5.0 before every db node had checked in at 5.1.
+control 'rollout-web-waited-for-db' do
+  log = '/var/lib/convergent-test/nodes/check-ins.log'
+  lines = file(log).content.to_s.lines.map(&:split)
+  first_web = lines.index { |c, _, v| c == 'web' && v == '2.5.0' }
+  db_done = %w(db-01 db-02).map { |n| lines.index { |c, node, v| c == 'db' && node == n && v == '5.1' } }
+  describe 'the first web check-in at 2.5.0' do
+    it('exists') { expect(first_web).not_to be_nil }
+    it('comes after every db node checked in at 5.1') do
+      expect(db_done).to all(be_a(Integer))
+      expect(db_done.compact.all? { |i| i < first_web.to_i }).to eq true
+    end
   end
 end
 
