@@ -2,8 +2,19 @@
 
     scripts/simulate watchers --store etcd|consul|zk --n N
                               [--per-process 2500] [--idle 60] [--no-restart]
-                              [--results target/watchers.jsonl] [--debug]
+                              [--no-release] [--url-options K=V&...]
+                              [--zk-server test|stock|raised]
+                              [--force] [--results BENCHMARKS.watchers.jsonl]
+                              [--debug]
     scripts/simulate watchers --report [--out BENCHMARKS.md]
+
+First it checks the machine's budget for N agents: threads (kernel.pid_max,
+kernel.threads-max: an etcd or Consul agent is 6 threads, a ZooKeeper one 2,
+plus one process per agent while the fleet runs its programs), open files,
+memory maps per process and local ports per store address. Run as root, it
+raises what is too low (sysctl -w) and says so; otherwise it says what to run
+and stops. While it runs it stops a run (keeping what was measured) when the
+machine's available memory falls under 1 GiB.
 
 Starts the store on loopback (etcd: 3 members; Consul: the real agent that
 /work/shared/tools/consul/install.sh unpacks, or CONVERGENT_TEST_CONSUL_BIN,
@@ -24,8 +35,12 @@ Then, each step bounded by a deadline:
    that found nothing to do) besides that node;
 4. a change for the whole cluster: latency from the `set` to each agent
    starting its command, p50/p99/max;
-5. (etcd, ZooKeeper) a store restart: time until every agent follows again,
-   and the peak store request rate against the rate of the startup.
+5. (etcd, Consul) a batch release, as the orchestrator writes it: a rollout
+   record is created (threshold 0), then its threshold raised to 1%; which
+   agents looked (read) and which ran, and the store requests it cost;
+6. (etcd, ZooKeeper) a store restart: time until every agent follows again
+   (etcd: its watcher gauge; ZooKeeper: its watch count), and the peak store
+   request rate against the rate of the startup.
 
 Every process it starts is stopped at the end, also on errors and Ctrl-C.
 One JSON line of results per run goes to --results; `--report` writes the
@@ -33,6 +48,8 @@ newest result per store and size into BENCHMARKS.md.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import math
 import os
@@ -71,6 +88,113 @@ def raise_fd_limit():
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return hard
+
+
+def sysctl_path(name):
+    return "/proc/sys/" + name.replace(".", "/")
+
+
+def read_sysctl(name):
+    with open(sysctl_path(name)) as f:
+        return f.read().split()
+
+
+def check_budget(store, n, per_process, force=False):
+    """What N agents need of the kernel, against what it allows. As root,
+    raises what is short (and says so); otherwise says what to run and
+    returns None. Returns the list of changes made."""
+    threads = store.threads_per_agent * n
+    per_agent = f"{store.threads_per_agent} threads an agent on {store.name}"
+    files = max(store.connections_per_address(n), 7 * min(n, per_process)) + 1000
+    # (setting, needed, why, value to set)
+    need = [
+        # While the fleet runs its programs, up to one process per agent.
+        ("kernel.pid_max", threads + n + 20000, f"{per_agent}, a process per agent's run",
+         None),
+        ("kernel.threads-max", threads + n + 20000, per_agent, None),
+        # Each thread's stack is a mapping and its guard page another.
+        ("vm.max_map_count", 2 * store.threads_per_agent * min(n, per_process) + 10000,
+         f"two memory maps a thread, {per_agent}, up to {per_process:,} agents a process", None),
+        ("fs.nr_open", files, "open files in the busiest process", None),
+    ]
+    short = []
+    for name, wanted, why, value in need:
+        have = int(read_sysctl(name)[0])
+        if have < wanted:
+            short.append((name, have, wanted, why, value or str(wanted)))
+    low, high = (int(v) for v in read_sysctl("net.ipv4.ip_local_port_range"))
+    ports_needed = store.connections_per_address(n) + 2000
+    if high - low + 1 < ports_needed:
+        short.append(("net.ipv4.ip_local_port_range", f"{low} {high}", ports_needed,
+                      "local ports for the connections to one store address", "1024 65535"))
+    # Open files: the busiest store process holds one per connection; a
+    # fleet process up to seven per agent (six connections and a pipe).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < files:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+        except (ValueError, OSError) as e:
+            why = (f"the open-files limit is {hard:,} and cannot be raised here ({e}: "
+                   f"root without CAP_SYS_RESOURCE, e.g. in a container); {n:,} agents need "
+                   f"{files:,} in the busiest process ({store.connections_per_address(n):,} "
+                   f"connections to one server process of {store.name})")
+            if not force:
+                log(f"{why}. Run with fewer agents, or with --force to see where it fails")
+                return None
+            log(f"--force: going on although {why}")
+            raised = raise_sysctls(short, n)
+            if raised is None:
+                return None
+            return [f"open files: {files:,} needed, limit {hard:,} (cannot be raised)"] + raised
+    return raise_sysctls(short, n)
+
+
+def raise_sysctls(short, n):
+    """Raises the kernel settings in `short` (as root), saying so; None when
+    not root (after saying what to run)."""
+    changes = []
+    for name, have, wanted, reason, value in short:
+        why = f"{name} is {have}; {n:,} agents need {wanted:,} ({reason})"
+        if os.geteuid() != 0:
+            log(f"{why}. Run as root: sysctl -w {name}='{value}' (or run this as root)")
+            continue
+        subprocess.run(["sysctl", "-q", "-w", f"{name}={value}"], check=True)
+        log(f"RAISED {name} from {have} to {value}: {why}")
+        changes.append(f"{name}: {have} -> {value}")
+    if short and os.geteuid() != 0:
+        return None
+    return changes
+
+
+def mem_available_mib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+class Watchdog:
+    """Samples load and memory while polling; stops a run that would
+    exhaust the machine's memory."""
+
+    FLOOR_MIB = 1024
+
+    def __init__(self):
+        self.peak_load = 0.0
+        self.min_available_mib = mem_available_mib()
+
+    def check(self):
+        self.peak_load = max(self.peak_load, os.getloadavg()[0])
+        available = mem_available_mib()
+        self.min_available_mib = min(self.min_available_mib, available)
+        if available < self.FLOOR_MIB:
+            raise RuntimeError(
+                f"stopped: only {available} MiB of memory available "
+                f"(floor {self.FLOOR_MIB} MiB; load {os.getloadavg()[0]:.0f})")
+
+
+WATCHDOG = Watchdog()
 
 
 def proc_cpu_s(pid):
@@ -125,8 +249,14 @@ def established_to(ports):
     return count
 
 
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
 class EtcdStore:
     name = "etcd, 3 members"
+    # The loop and one thread per watched tree.
+    threads_per_agent = 6
 
     def __init__(self):
         self.server = servers.Etcd(members=3)
@@ -174,8 +304,26 @@ class EtcdStore:
             self.metric("etcd_debugging_mvcc_watcher_total", a) for a, _ in self.server.members
         )
 
+    def events(self):
+        """Watch events sent to watchers, over all members."""
+        return sum(
+            self.metric("etcd_debugging_mvcc_events_total", a) for a, _ in self.server.members
+        )
+
     def watches_per_agent(self):
         return 5
+
+    @staticmethod
+    def connections_per_address(n):
+        return math.ceil(n * 6 / 3)
+
+    def put_raw(self, key, text):
+        """One put, as the orchestrator's write of a rollout record is."""
+        addr = self.server.members[0][0]
+        body = json.dumps({"key": b64(key), "value": b64(text)}).encode()
+        req = urllib.request.Request(f"http://{addr}/v3/kv/put", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
 
     def restart(self):
         for _, p in self.server.members:
@@ -192,11 +340,23 @@ class EtcdStore:
         return down_at
 
 
+ZK_SERVERS = {
+    # servers.ZooKeeper as the tests run it: tickTime 500 ms, sessions up to 60 s.
+    "test": "",
+    # A stock server's session bounds: tickTime 2 s, so sessions of 4-40 s.
+    "stock": "tickTime=2000\nminSessionTimeout=4000\nmaxSessionTimeout=40000\n",
+    # Sessions up to 10 min.
+    "raised": "tickTime=2000\nmaxSessionTimeout=600000\n",
+}
+
+
 class ZooKeeperStore:
     name = "ZooKeeper 3.8, standalone"
+    # The loop and the client's runtime thread.
+    threads_per_agent = 2
 
-    def __init__(self):
-        self.server = servers.ZooKeeper(extra="maxClientCnxns=0\n")
+    def __init__(self, server="test"):
+        self.server = servers.ZooKeeper(extra="maxClientCnxns=0\n" + ZK_SERVERS[server])
 
     def __enter__(self):
         self.server.__enter__()
@@ -237,12 +397,36 @@ class ZooKeeperStore:
         return self.mntr().get("zk_packets_received", 0.0)
 
     def watching(self):
-        # Watches are per znode and path; an agent holds data and child
-        # watches on its trees: count the sessions instead.
-        return self.mntr().get("zk_num_alive_connections", 0.0)
+        # One persistent recursive watch per tree an agent follows.
+        return self.mntr().get("zk_watch_count", 0.0)
 
     def watches_per_agent(self):
-        return 1
+        return 5
+
+    @staticmethod
+    def connections_per_address(n):
+        return n
+
+    def put_raw(self, key, text):
+        """One write with ZooKeeper's own CLI (created with its directories
+        when absent). Its JVM starts in about a second, so the release
+        latency is not taken from it."""
+        cli = ["/usr/share/zookeeper/bin/zkCli.sh", "-server", self.server.address]
+
+        def call(*command):
+            return subprocess.run(cli + list(command), capture_output=True, text=True,
+                                   timeout=60)
+
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            call("create", "/" + "/".join(parts[:i]))
+        path = "/" + key
+        created = call("create", path, text)
+        if "already exists" in created.stdout + created.stderr:
+            call("set", path, text)
+
+    # The CLI's JVM start is in the time from the write to a run.
+    release_latency = False
 
     def restart(self):
         servers.stop(self.server.process)
@@ -257,6 +441,8 @@ class ZooKeeperStore:
 
 class ConsulStore:
     name = "Consul 1.10.12, one dev agent"
+    # The loop and one blocking-query thread per watched tree.
+    threads_per_agent = 6
 
     def __init__(self, binary, n):
         # Every simulated agent connects from 127.0.0.1: lift the per-client
@@ -276,6 +462,16 @@ class ConsulStore:
 
     def url(self):
         return f"consul://{self.server.address}"
+
+    @staticmethod
+    def connections_per_address(n):
+        return n * 6
+
+    def put_raw(self, key, text):
+        req = urllib.request.Request(f"http://{self.server.address}/v1/kv/{key}",
+                                     data=text.encode(), method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
 
     def pids(self):
         return [self.server.process.pid]
@@ -330,10 +526,12 @@ def read_marks(path):
 def poll(condition, timeout, what, every=0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        WATCHDOG.check()
         if condition():
             return time.monotonic()
         time.sleep(every)
-    raise RuntimeError(f"{what}: not within {timeout:.0f}s")
+    raise RuntimeError(f"{what}: not within {timeout:.0f}s "
+                       f"(load {os.getloadavg()[0]:.0f}, {mem_available_mib()} MiB available)")
 
 
 class Fleet:
@@ -398,6 +596,11 @@ def run(args, install):
     install(release)  # Debian packages (etcd, ZooKeeper), then the build
     convergent_bin = os.path.join(REPO, "target", profile_dir, "convergent")
     fleet_bin = os.path.join(REPO, "target", profile_dir, "examples", "fleet")
+    store_class = {"etcd": EtcdStore, "consul": ConsulStore, "zk": ZooKeeperStore}[args.store]
+    budget = check_budget(store_class, args.n, args.per_process, args.force)
+    if budget is None:
+        log("STOPPED: the machine's limits are too low for this many agents (see above)")
+        return None
     fd_limit = raise_fd_limit()
     if args.store == "consul":
         binary = consul_binary()
@@ -409,14 +612,21 @@ def run(args, install):
     elif args.store == "etcd":
         store = EtcdStore()
     else:
-        store = ZooKeeperStore()
+        store = ZooKeeperStore(args.zk_server)
     n = args.n
     processes = max(1, math.ceil(n / args.per_process))
+    options = f"?{args.url_options}" if args.url_options else ""
     result = {"store": store.name, "n": n, "processes": processes, "fd_limit": fd_limit,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_before": os.getloadavg()[0], "build": profile_dir,
+              "limits_raised": budget, "url_options": args.url_options,
+              "mem_available_mib_before": mem_available_mib(),
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                        capture_output=True, text=True).stdout.strip()}
+    if args.store == "zk":
+        result["zk_server"] = args.zk_server
+    for change in budget:
+        log(f"limit raised for this run: {change}")
     # In memory when the machine has /dev/shm: each agent writes and syncs
     # three small files per run, which on a real node is its own disk's
     # business, not N nodes' on one shared disk.
@@ -441,7 +651,8 @@ def run(args, install):
             base_conns = established_to(store.ports())
             started = time.monotonic()
             req0 = store.requests()
-            with Fleet(fleet_bin, store.urls(processes), n, args.per_process, work) as fleet:
+            urls = [u + options for u in store.urls(processes)]
+            with Fleet(fleet_bin, urls, n, args.per_process, work) as fleet:
                 # 1. Every agent's first run.
                 poll(lambda: len(read_marks(fleet.marks)) >= n, 120 + n / 20,
                      f"the first run of all {n} agents")
@@ -450,7 +661,8 @@ def run(args, install):
                     result["startup_requests_per_s"] = (store.requests() - req0) / result["startup_s"]
                 # One real agent process alongside, for one agent's own cost.
                 watch_proc = subprocess.Popen(
-                    [convergent_bin, "--store", url, "--cache-dir", os.path.join(work, "one-cache"),
+                    [convergent_bin, "--store", url + options,
+                     "--cache-dir", os.path.join(work, "one-cache"),
                      "watch", "--cluster", "web", "--node", "web-single",
                      "--output", os.path.join(work, "one.json"), "--exec", "/bin/true"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -462,7 +674,9 @@ def run(args, install):
                 one_cpu0 = proc_cpu_s(watch_proc.pid)
                 req0 = store.requests()
                 t0 = time.monotonic()
-                time.sleep(args.idle)
+                while time.monotonic() - t0 < args.idle:
+                    WATCHDOG.check()
+                    time.sleep(min(1.0, max(0.0, args.idle - (time.monotonic() - t0))))
                 idle = time.monotonic() - t0
                 per_k = 1000 / n
                 result["idle_s"] = idle
@@ -513,7 +727,10 @@ def run(args, install):
                 result["latency_p99_s"] = percentile(latencies, 99)
                 result["latency_max_s"] = max(latencies)
                 result["told"] = len(latencies)
-                # 5. A store restart.
+                # 5. A batch release.
+                if getattr(store, "put_raw", None) and not args.no_release:
+                    result.update(batch_release(store, fleet, n))
+                # 6. A store restart.
                 if store.restart and not args.no_restart:
                     expected = n * store.watches_per_agent()
                     poll(lambda: store.watching() >= expected, 60, "all watching before restart")
@@ -538,6 +755,8 @@ def run(args, install):
         result["error"] = str(e)[:300]
         result["load_after"] = os.getloadavg()[0]
     finally:
+        result["peak_load"] = WATCHDOG.peak_load
+        result["mem_available_mib_min"] = WATCHDOG.min_available_mib
         if watch_proc:
             servers.stop(watch_proc)
         if args.keep:
@@ -547,6 +766,87 @@ def run(args, install):
     return result
 
 
+def rank(rollout_id, node):
+    """A node's rank in a rollout, as src/rollout/rank.rs computes it."""
+    digest = hashlib.sha256(f"{rollout_id}/{node}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") >> 11) / 2**53
+
+
+RELEASE_ID = "simulate-release"
+RELEASE_THRESHOLD = 0.01
+
+
+def batch_release(store, fleet, n):
+    """A rollout record appears (threshold 0: nobody released), then its
+    threshold goes to 1%: the write the orchestrator makes to release a
+    batch. Every agent follows the record, so every agent wakes and reads;
+    only the batch should run. Returns the figures."""
+    key = "convergent/rollouts/web"
+
+    def record(threshold):
+        return json.dumps({"id": RELEASE_ID, "status": "running", "threshold": threshold,
+                           "patch": {"release": "r1"}})
+
+    def looked(sizes):
+        return {m.group(1) for line in fleet.log_since(sizes)
+                if (m := NODE_IN_LOG.search(line))
+                and ("nothing to do" in m.group(2) or "differs" in m.group(2))}
+
+    def settled(sizes):
+        state = {"count": -1, "since": time.monotonic()}
+
+        def check():
+            count = len(looked(sizes))
+            if count != state["count"]:
+                state.update(count=count, since=time.monotonic())
+                return False
+            # Everyone looked, or nobody more for 10 s.
+            return count >= n or time.monotonic() - state["since"] > 10
+
+        return check
+
+    out = {}
+    sizes = fleet.log_sizes()
+    store.put_raw(key, record(0.0))
+    poll(settled(sizes), 120 + n / 10, "the agents looking at the new rollout record")
+    out["rollout_created_looks"] = len(looked(sizes))
+    marks = read_marks(fleet.marks)
+    before = {node: len(runs) for node, runs in marks.items()}
+    batch = {node for node in before if rank(RELEASE_ID, node) <= RELEASE_THRESHOLD}
+    sizes = fleet.log_sizes()
+    req0 = store.requests()
+    events0 = store.events() if hasattr(store, "events") else None
+    t_set = time.time_ns()
+    t0 = time.monotonic()
+    store.put_raw(key, record(RELEASE_THRESHOLD))
+
+    def batch_ran():
+        now = read_marks(fleet.marks)
+        return all(len(now.get(node, [])) > before[node] for node in batch)
+
+    poll(batch_ran, 120 + n / 10, f"the {len(batch)} agents of the batch running")
+    poll(settled(sizes), 120 + n / 10, "the agents looking at the release")
+    elapsed = time.monotonic() - t0
+    marks = read_marks(fleet.marks)
+    ran = {node for node, runs in marks.items() if len(runs) > before.get(node, 0)}
+    latencies = [(marks[node][before[node]][1] - t_set) / 1e9 for node in batch]
+    woke = looked(sizes)
+    out.update({
+        "release_batch": len(batch),
+        "release_batch_ran": len(ran & batch),
+        "release_others_ran": len(ran - batch),
+        "release_others_looked": len(woke - batch),
+        "release_p99_s": (percentile(latencies, 99)
+                          if getattr(store, "release_latency", True) else None),
+        "release_window_s": elapsed,
+    })
+    if req0 is not None:
+        out["release_requests"] = store.requests() - req0
+    if events0 is not None:
+        out["release_watch_events"] = store.events() - events0
+    return out
+
+
 def fmt(value, spec, unit=""):
     return "—" if value is None else f"{value:{spec}}{unit}"
 
@@ -554,12 +854,17 @@ def fmt(value, spec, unit=""):
 def report(results_path, out):
     """The newest result per store and size, as tables in `out` between the
     `<!-- watchers -->` markers (before the fleet simulation's)."""
-    latest = {}
+    latest, sessions = {}, {}
     with open(results_path) as f:
         for line in f:
             r = json.loads(line)
-            if r.get("build") == "release":  # debug builds only check the machinery
+            # Debug builds only check the machinery; runs with other session
+            # settings are in the ZooKeeper session table only.
+            if r.get("build") == "release" and not r.get("url_options") \
+                    and r.get("zk_server", "test") == "test":
                 latest[(r["store"], r["n"])] = r
+            if r.get("build") == "release" and "zk_server" in r:
+                sessions[(r["zk_server"], r.get("url_options", ""), r["n"])] = r
     rows = sorted(latest.values(), key=lambda r: (r["store"], r["n"]))
     lines = [
         "## Watch agents at fleet scale",
@@ -573,8 +878,8 @@ def report(results_path, out):
         "### Change to command",
         "",
         "| store | agents | startup (all running) | p50 | p99 | max | told | woken by another "
-        "node's change | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "node's change | load before / peak | commit | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -582,7 +887,9 @@ def report(results_path, out):
             f"| {fmt(r.get('latency_p50_s'), '.2f', ' s')} "
             f"| {fmt(r.get('latency_p99_s'), '.2f', ' s')} "
             f"| {fmt(r.get('latency_max_s'), '.2f', ' s')} | {r.get('told', 0):,} "
-            f"| {r.get('woken_not_theirs', '—')} | {r['load_before']:.0f} |")
+            f"| {r.get('woken_not_theirs', '—')} "
+            f"| {r['load_before']:.0f} / {fmt(r.get('peak_load'), '.0f')} | {r.get('commit', '')} "
+            f"| {r.get('error', '').replace('|', '/') or '—'} |")
     lines += [
         "",
         "### Idle cost",
@@ -617,6 +924,48 @@ def report(results_path, out):
             f"| {fmt(r.get('restart_all_watching_s'), '.1f', ' s')} "
             f"| {fmt(r.get('restart_peak_requests_per_s'), ',.0f')} "
             f"| {fmt(r.get('startup_requests_per_s'), ',.0f')} |")
+    lines += [
+        "",
+        "### A batch release",
+        "",
+        "A rollout record for the cluster appears with threshold 0, then its threshold "
+        "goes to 1%: the one write the orchestrator makes per batch. Every agent follows "
+        "that key. Looked = read the store and found nothing to do (or something to run).",
+        "",
+        "| store | agents | looks when the record appeared | batch | batch ran | others ran "
+        "| others looked | store requests | watch events | batch p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "release_batch" not in r:
+            continue
+        lines.append(
+            f"| {r['store']} | {r['n']:,} | {r.get('rollout_created_looks', 0):,} "
+            f"| {r['release_batch']:,} | {r['release_batch_ran']:,} "
+            f"| {r['release_others_ran']:,} | {r['release_others_looked']:,} "
+            f"| {fmt(r.get('release_requests'), ',.0f')} "
+            f"| {fmt(r.get('release_watch_events'), ',.0f')} "
+            f"| {fmt(r.get('release_p99_s'), '.2f', ' s')} |")
+    if sessions:
+        lines += [
+            "",
+            "### ZooKeeper sessions and idle packets",
+            "",
+            "| server's session bounds | agents' URL options | agents | packets / idle agent "
+            "/ min | idle window | commit |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for (server, options, n), r in sorted(sessions.items()):
+            bounds = {"test": "tests' (tickTime 500 ms, max 60 s)",
+                      "stock": "stock (tickTime 2 s, max 40 s)",
+                      "raised": "raised (tickTime 2 s, max 10 min)"}[server]
+            lines.append(
+                f"| {bounds} | {options or '(none: 30 s)'} | {n:,} "
+                f"| {fmt(r.get('idle_requests_per_agent_min'), '.2f')} "
+                f"| {fmt(r.get('idle_s'), '.0f', ' s')} | {r.get('commit', '')} |")
+    raised = sorted({c for r in rows for c in r.get("limits_raised") or []})
+    if raised:
+        lines += ["", "Limits raised or found short for these runs: " + "; ".join(raised) + "."]
     text = open(out).read()
     start, end = "<!-- watchers -->", "<!-- /watchers -->"
     block = start + "\n\n" + "\n".join(lines) + "\n\n" + end
@@ -638,9 +987,20 @@ def main(argv, install):
     parser.add_argument("--per-process", type=int, default=2500)
     parser.add_argument("--idle", type=float, default=60)
     parser.add_argument("--no-restart", action="store_true")
+    parser.add_argument("--no-release", action="store_true", help="skip the batch release")
+    parser.add_argument("--force", action="store_true",
+                        help="run although the open-files limit is too low for N (to see where "
+                             "it fails)")
+    parser.add_argument("--url-options", default="",
+                        help="appended to the agents' store URL, e.g. session_timeout=40s")
+    parser.add_argument("--zk-server", choices=sorted(ZK_SERVERS), default="test",
+                        help="ZooKeeper's session bounds: the tests' (up to 60 s), a stock "
+                             "server's (4-40 s) or raised (up to 10 min)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument("--debug", action="store_true", help="debug build (quicker to build)")
-    parser.add_argument("--results", default=os.path.join(REPO, "target", "watchers.jsonl"))
+    # Kept with the sources, so that the tables can be rendered again (and
+    # each row traced to its commit) on another checkout.
+    parser.add_argument("--results", default=os.path.join(REPO, "BENCHMARKS.watchers.jsonl"))
     parser.add_argument("--report", action="store_true",
                         help="only write the tables of --results into --out")
     parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
