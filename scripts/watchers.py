@@ -447,8 +447,11 @@ class ConsulStore:
     def __init__(self, binary, n):
         # Every simulated agent connects from 127.0.0.1: lift the per-client
         # connection limit (default 200) above the fleet's six per agent.
+        # Prometheus metrics, for the count of HTTP requests it served.
         self.server = servers.Consul(
-            binary, {"limits": {"http_max_conns_per_client": 8 * n + 100}})
+            binary, {"limits": {"http_max_conns_per_client": 8 * n + 100},
+                     "telemetry": {"prometheus_retention_time": "1h",
+                                   "disable_hostname": True}})
 
     def __enter__(self):
         self.server.__enter__()
@@ -480,7 +483,11 @@ class ConsulStore:
         return [self.server.port]
 
     def requests(self):
-        return None
+        """HTTP requests served (a blocking query counts when it answers)."""
+        url = f"http://{self.server.address}/v1/agent/metrics?format=prometheus"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                       if line.startswith("consul_api_http_count{"))
 
     def watching(self):
         return None
