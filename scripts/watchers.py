@@ -106,7 +106,8 @@ def check_budget(store, n, per_process, force=False):
     returns None. Returns the list of changes made."""
     threads = store.threads_per_agent * n
     per_agent = f"{store.threads_per_agent} threads an agent on {store.name}"
-    files = max(store.connections_per_address(n), 7 * min(n, per_process)) + 1000
+    busiest = store.connections_per_address(n, per_process)
+    files = max(busiest, 6 * min(n, per_process)) + 1000
     # (setting, needed, why, value to set)
     need = [
         # While the fleet runs its programs, up to one process per agent.
@@ -124,12 +125,12 @@ def check_budget(store, n, per_process, force=False):
         if have < wanted:
             short.append((name, have, wanted, why, value or str(wanted)))
     low, high = (int(v) for v in read_sysctl("net.ipv4.ip_local_port_range"))
-    ports_needed = store.connections_per_address(n) + 2000
+    ports_needed = busiest + 2000
     if high - low + 1 < ports_needed:
         short.append(("net.ipv4.ip_local_port_range", f"{low} {high}", ports_needed,
                       "local ports for the connections to one store address", "1024 65535"))
     # Open files: the busiest store process holds one per connection; a
-    # fleet process up to seven per agent (six connections and a pipe).
+    # fleet process six per agent, and a few while it starts programs.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < files:
         try:
@@ -137,7 +138,7 @@ def check_budget(store, n, per_process, force=False):
         except (ValueError, OSError) as e:
             why = (f"the open-files limit is {hard:,} and cannot be raised here ({e}: "
                    f"root without CAP_SYS_RESOURCE, e.g. in a container); {n:,} agents need "
-                   f"{files:,} in the busiest process ({store.connections_per_address(n):,} "
+                   f"{files:,} in the busiest process ({busiest:,} "
                    f"connections to one server process of {store.name})")
             if not force:
                 log(f"{why}. Run with fewer agents, or with --force to see where it fails")
@@ -315,8 +316,12 @@ class EtcdStore:
         return 5
 
     @staticmethod
-    def connections_per_address(n):
-        return math.ceil(n * 6 / 3)
+    def connections_per_address(n, per_process):
+        """Process i of the fleet talks to member i % 3 first (see urls)."""
+        agents = [0, 0, 0]
+        for i in range(math.ceil(n / per_process)):
+            agents[i % 3] += min(per_process, n - i * per_process)
+        return 6 * max(agents)
 
     def put_raw(self, key, text):
         """One put, as the orchestrator's write of a rollout record is."""
@@ -411,7 +416,7 @@ class ZooKeeperStore:
         return 5
 
     @staticmethod
-    def connections_per_address(n):
+    def connections_per_address(n, per_process):
         return n
 
     def put_raw(self, key, text):
@@ -476,7 +481,7 @@ class ConsulStore:
         return f"consul://{self.server.address}"
 
     @staticmethod
-    def connections_per_address(n):
+    def connections_per_address(n, per_process):
         return n * 6
 
     def put_raw(self, key, text):
