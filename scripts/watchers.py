@@ -931,7 +931,7 @@ def report(results_path, out):
             f"| {r.get('woken_not_theirs', '—')} "
             f"| {fmt(r.get('decided_p50_s'), '.0f', ' s')} / {fmt(r.get('decided_p99_s'), '.0f', ' s')} "
             f"| {r['load_before']:.0f} / {fmt(r.get('peak_load'), '.0f')} | {r.get('commit', '')} "
-            f"| {r.get('error', '').replace('|', '/')[:160] or '—'} |")
+            f"| {r.get('error', '').replace('|', '/')[:220] or '—'} |")
     lines += [
         "",
         "### Idle cost",
