@@ -2,8 +2,19 @@
 
     scripts/simulate watchers --store etcd|consul|zk --n N
                               [--per-process 2500] [--idle 60] [--no-restart]
-                              [--results target/watchers.jsonl] [--debug]
+                              [--no-release] [--url-options K=V&...]
+                              [--zk-server test|stock|raised]
+                              [--force] [--results BENCHMARKS.watchers.jsonl]
+                              [--debug]
     scripts/simulate watchers --report [--out BENCHMARKS.md]
+
+First it checks the machine's budget for N agents: threads (kernel.pid_max,
+kernel.threads-max: an etcd or Consul agent is 6 threads, a ZooKeeper one 2,
+plus one process per agent while the fleet runs its programs), open files,
+memory maps per process and local ports per store address. Run as root, it
+raises what is too low (sysctl -w) and says so; otherwise it says what to run
+and stops. While it runs it stops a run (keeping what was measured) when the
+machine's available memory falls under 1 GiB.
 
 Starts the store on loopback (etcd: 3 members; Consul: the real agent that
 /work/shared/tools/consul/install.sh unpacks, or CONVERGENT_TEST_CONSUL_BIN,
@@ -24,8 +35,12 @@ Then, each step bounded by a deadline:
    that found nothing to do) besides that node;
 4. a change for the whole cluster: latency from the `set` to each agent
    starting its command, p50/p99/max;
-5. (etcd, ZooKeeper) a store restart: time until every agent follows again,
-   and the peak store request rate against the rate of the startup.
+5. (etcd, Consul) a batch release, as the orchestrator writes it: a rollout
+   record is created (threshold 0), then its threshold raised to 1%; which
+   agents looked (read) and which ran, and the store requests it cost;
+6. (etcd, ZooKeeper) a store restart: time until every agent follows again
+   (etcd: its watcher gauge; ZooKeeper: its watch count), and the peak store
+   request rate against the rate of the startup.
 
 Every process it starts is stopped at the end, also on errors and Ctrl-C.
 One JSON line of results per run goes to --results; `--report` writes the
@@ -33,277 +48,27 @@ newest result per store and size into BENCHMARKS.md.
 """
 
 import argparse
+import calendar
+import hashlib
 import json
 import math
 import os
 import re
-import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers  # noqa: E402
 from servers import REPO  # noqa: E402
 
-CONSUL_INSTALL = "/work/shared/tools/consul/install.sh"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(message):
-    print(f"simulate watchers: {message}", file=sys.stderr, flush=True)
-
-
-def raise_fd_limit():
-    """Each agent holds up to six store connections: lift the open-files
-    limit (children, the stores among them, inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        # Root may raise the hard limit too: a store member serving 3,000+
-        # agents holds 20,000 connections.
-        resource.setrlimit(resource.RLIMIT_NOFILE, (262144, 262144))
-        return 262144
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
-
-
-def proc_cpu_s(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except OSError:
-        return 0.0
-
-
-def proc_rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_pids(pid):
-    """`pid` and its descendants (a JVM or a wrapper's children)."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            pass
-    return pids
-
-
-def established_to(ports):
-    """Established TCP connections whose local port is one of `ports` (the
-    server side, counted once)."""
-    wanted = {f"{p:04X}" for p in ports}
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "01" and parts[1].rsplit(":", 1)[1] in wanted:
-                        count += 1
-        except OSError:
-            pass
-    return count
-
-
-class EtcdStore:
-    name = "etcd, 3 members"
-
-    def __init__(self):
-        self.server = servers.Etcd(members=3)
-
-    def __enter__(self):
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.__exit__(*exc)
-
-    def urls(self, processes):
-        addrs = [a for a, _ in self.server.members]
-        # Each process lists the members in another order, as a fleet
-        # spread over the members would (and one member's ephemeral
-        # ports would not suffice for 50,000 streams).
-        return [
-            "etcd://" + ",".join(addrs[i % 3:] + addrs[: i % 3]) for i in range(processes)
-        ]
-
-    def url(self):
-        return "etcd://" + self.server.endpoints
-
-    def pids(self):
-        return self.server.pids()
-
-    def ports(self):
-        return [int(a.rsplit(":", 1)[1]) for a, _ in self.server.members]
-
-    def metric(self, name, addr):
-        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
-            total = 0.0
-            for line in r.read().decode().splitlines():
-                if line.startswith(name):
-                    total += float(line.rsplit(" ", 1)[1])
-            return total
-
-    def requests(self):
-        """gRPC calls and streams started, over all members (the JSON gateway
-        turns each HTTP request into one)."""
-        return sum(self.metric("grpc_server_started_total", a) for a, _ in self.server.members)
-
-    def watching(self):
-        return sum(
-            self.metric("etcd_debugging_mvcc_watcher_total", a) for a, _ in self.server.members
-        )
-
-    def watches_per_agent(self):
-        return 5
-
-    def restart(self):
-        for _, p in self.server.members:
-            p.send_signal(signal.SIGTERM)
-        for _, p in self.server.members:
-            p.wait(30)
-        down_at = time.monotonic()
-        self.server.members = [
-            (addr, subprocess.Popen(p.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            for addr, p in self.server.members
-        ]
-        for addr, _ in self.server.members:
-            servers.wait_until(lambda a=addr: servers._etcd_healthy(a), 60, f"etcd {addr}")
-        return down_at
-
-
-class ZooKeeperStore:
-    name = "ZooKeeper 3.8, standalone"
-
-    def __init__(self):
-        self.server = servers.ZooKeeper(extra="maxClientCnxns=0\n")
-
-    def __enter__(self):
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.__exit__(*exc)
-
-    def urls(self, processes):
-        return [self.url()] * processes
-
-    def url(self):
-        return f"zk://{self.server.address}"
-
-    def pids(self):
-        return tree_pids(self.server.process.pid)
-
-    def ports(self):
-        return [self.server.port]
-
-    def mntr(self):
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
-            s.sendall(b"mntr")
-            answer = b""
-            while chunk := s.recv(65536):
-                answer += chunk
-        out = {}
-        for line in answer.decode().splitlines():
-            parts = line.split("\t")
-            if len(parts) == 2:
-                try:
-                    out[parts[0]] = float(parts[1])
-                except ValueError:
-                    pass
-        return out
-
-    def requests(self):
-        return self.mntr().get("zk_packets_received", 0.0)
-
-    def watching(self):
-        # Watches are per znode and path; an agent holds data and child
-        # watches on its trees: count the sessions instead.
-        return self.mntr().get("zk_num_alive_connections", 0.0)
-
-    def watches_per_agent(self):
-        return 1
-
-    def restart(self):
-        servers.stop(self.server.process)
-        down_at = time.monotonic()
-        log_file = open(os.path.join(self.server.dir, "zk.log"), "a")
-        self.server.process = subprocess.Popen(
-            self.server.process.args, stdout=log_file, stderr=log_file
-        )
-        self.server.__enter__()
-        return down_at
-
-
-class ConsulStore:
-    name = "Consul 1.10.12, one dev agent"
-
-    def __init__(self, binary, n):
-        # Every simulated agent connects from 127.0.0.1: lift the per-client
-        # connection limit (default 200) above the fleet's six per agent.
-        self.server = servers.Consul(
-            binary, {"limits": {"http_max_conns_per_client": 8 * n + 100}})
-
-    def __enter__(self):
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.__exit__(*exc)
-
-    def urls(self, processes):
-        return [self.url()] * processes
-
-    def url(self):
-        return f"consul://{self.server.address}"
-
-    def pids(self):
-        return [self.server.process.pid]
-
-    def ports(self):
-        return [self.server.port]
-
-    def requests(self):
-        return None
-
-    def watching(self):
-        return None
-
-    def watches_per_agent(self):
-        return 5
-
-    restart = None
-
-
-def consul_binary():
-    binary = os.environ.get("CONVERGENT_TEST_CONSUL_BIN")
-    if binary and os.access(binary, os.X_OK):
-        return binary
-    if os.access(CONSUL_INSTALL, os.X_OK):
-        out = subprocess.run([CONSUL_INSTALL], capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip().splitlines()[-1]
-    return None
+from watcher_machine import (  # noqa: E402
+    WATCHDOG, check_budget, established_to, log, mem_available_mib, proc_cpu_s,
+    proc_rss_kib, raise_fd_limit, tree_pids)
+from watcher_stores import (  # noqa: E402
+    CONSUL_INSTALL, ZK_SERVERS, ConsulStore, EtcdStore, ZooKeeperStore, consul_binary)
 
 
 def percentile(values, p):
@@ -330,10 +95,12 @@ def read_marks(path):
 def poll(condition, timeout, what, every=0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        WATCHDOG.check()
         if condition():
             return time.monotonic()
         time.sleep(every)
-    raise RuntimeError(f"{what}: not within {timeout:.0f}s")
+    raise RuntimeError(f"{what}: not within {timeout:.0f}s "
+                       f"(load {os.getloadavg()[0]:.0f}, {mem_available_mib()} MiB available)")
 
 
 class Fleet:
@@ -390,6 +157,17 @@ class Fleet:
 
 
 NODE_IN_LOG = re.compile(r"convergent watch web/(web-\d+): (.*)")
+STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) convergent watch web/(web-\d+): "
+                     r"generation .* differs")
+
+
+def decided_at(lines):
+    """{node: unix seconds} of each agent's first "differs: running" line."""
+    out = {}
+    for line in lines:
+        if (m := STAMPED.search(line)) and m.group(2) not in out:
+            out[m.group(2)] = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%SZ"))
+    return out
 
 
 def run(args, install):
@@ -398,6 +176,11 @@ def run(args, install):
     install(release)  # Debian packages (etcd, ZooKeeper), then the build
     convergent_bin = os.path.join(REPO, "target", profile_dir, "convergent")
     fleet_bin = os.path.join(REPO, "target", profile_dir, "examples", "fleet")
+    store_class = {"etcd": EtcdStore, "consul": ConsulStore, "zk": ZooKeeperStore}[args.store]
+    budget = check_budget(store_class, args.n, args.per_process, args.force)
+    if budget is None:
+        log("STOPPED: the machine's limits are too low for this many agents (see above)")
+        return None
     fd_limit = raise_fd_limit()
     if args.store == "consul":
         binary = consul_binary()
@@ -409,14 +192,21 @@ def run(args, install):
     elif args.store == "etcd":
         store = EtcdStore()
     else:
-        store = ZooKeeperStore()
+        store = ZooKeeperStore(args.zk_server)
     n = args.n
     processes = max(1, math.ceil(n / args.per_process))
+    options = f"?{args.url_options}" if args.url_options else ""
     result = {"store": store.name, "n": n, "processes": processes, "fd_limit": fd_limit,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_before": os.getloadavg()[0], "build": profile_dir,
+              "limits_raised": budget, "url_options": args.url_options,
+              "mem_available_mib_before": mem_available_mib(),
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                        capture_output=True, text=True).stdout.strip()}
+    if args.store == "zk":
+        result["zk_server"] = args.zk_server
+    for change in budget:
+        log(f"limit raised for this run: {change}")
     # In memory when the machine has /dev/shm: each agent writes and syncs
     # three small files per run, which on a real node is its own disk's
     # business, not N nodes' on one shared disk.
@@ -441,7 +231,8 @@ def run(args, install):
             base_conns = established_to(store.ports())
             started = time.monotonic()
             req0 = store.requests()
-            with Fleet(fleet_bin, store.urls(processes), n, args.per_process, work) as fleet:
+            urls = [u + options for u in store.urls(processes)]
+            with Fleet(fleet_bin, urls, n, args.per_process, work) as fleet:
                 # 1. Every agent's first run.
                 poll(lambda: len(read_marks(fleet.marks)) >= n, 120 + n / 20,
                      f"the first run of all {n} agents")
@@ -450,7 +241,8 @@ def run(args, install):
                     result["startup_requests_per_s"] = (store.requests() - req0) / result["startup_s"]
                 # One real agent process alongside, for one agent's own cost.
                 watch_proc = subprocess.Popen(
-                    [convergent_bin, "--store", url, "--cache-dir", os.path.join(work, "one-cache"),
+                    [convergent_bin, "--store", url + options,
+                     "--cache-dir", os.path.join(work, "one-cache"),
                      "watch", "--cluster", "web", "--node", "web-single",
                      "--output", os.path.join(work, "one.json"), "--exec", "/bin/true"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -462,7 +254,9 @@ def run(args, install):
                 one_cpu0 = proc_cpu_s(watch_proc.pid)
                 req0 = store.requests()
                 t0 = time.monotonic()
-                time.sleep(args.idle)
+                while time.monotonic() - t0 < args.idle:
+                    WATCHDOG.check()
+                    time.sleep(min(1.0, max(0.0, args.idle - (time.monotonic() - t0))))
                 idle = time.monotonic() - t0
                 per_k = 1000 / n
                 result["idle_s"] = idle
@@ -497,6 +291,7 @@ def run(args, install):
                 result["woken_not_theirs"] = len(woken)
                 # 4. A change for the whole cluster: everyone runs.
                 before = {node: len(runs) for node, runs in read_marks(fleet.marks).items()}
+                sizes = fleet.log_sizes()
                 t_set = time.time_ns()
                 cv("set", "--cluster", "web", "version=9.9.9")
 
@@ -513,7 +308,18 @@ def run(args, install):
                 result["latency_p99_s"] = percentile(latencies, 99)
                 result["latency_max_s"] = max(latencies)
                 result["told"] = len(latencies)
-                # 5. A store restart.
+                # When each agent had read and decided to run (its log line,
+                # whole seconds): the store's and the agent's part, before
+                # this machine starts N programs out of a few huge processes.
+                decided = decided_at(fleet.log_since(sizes))
+                late = [max(0.0, at - t_set / 1e9) for at in decided.values()]
+                result["decided_p50_s"] = percentile(late, 50)
+                result["decided_p99_s"] = percentile(late, 99)
+                result["decided_max_s"] = max(late) if late else None
+                # 5. A batch release.
+                if getattr(store, "put_raw", None) and not args.no_release:
+                    result.update(batch_release(store, fleet, n))
+                # 6. A store restart.
                 if store.restart and not args.no_restart:
                     expected = n * store.watches_per_agent()
                     poll(lambda: store.watching() >= expected, 60, "all watching before restart")
@@ -538,6 +344,8 @@ def run(args, install):
         result["error"] = str(e)[:300]
         result["load_after"] = os.getloadavg()[0]
     finally:
+        result["peak_load"] = WATCHDOG.peak_load
+        result["mem_available_mib_min"] = WATCHDOG.min_available_mib
         if watch_proc:
             servers.stop(watch_proc)
         if args.keep:
@@ -547,6 +355,87 @@ def run(args, install):
     return result
 
 
+def rank(rollout_id, node):
+    """A node's rank in a rollout, as src/rollout/rank.rs computes it."""
+    digest = hashlib.sha256(f"{rollout_id}/{node}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") >> 11) / 2**53
+
+
+RELEASE_ID = "simulate-release"
+RELEASE_THRESHOLD = 0.01
+
+
+def batch_release(store, fleet, n):
+    """A rollout record appears (threshold 0: nobody released), then its
+    threshold goes to 1%: the write the orchestrator makes to release a
+    batch. Every agent follows the record, so every agent wakes and reads;
+    only the batch should run. Returns the figures."""
+    key = "convergent/rollouts/web"
+
+    def record(threshold):
+        return json.dumps({"id": RELEASE_ID, "status": "running", "threshold": threshold,
+                           "patch": {"release": "r1"}})
+
+    def looked(sizes):
+        return {m.group(1) for line in fleet.log_since(sizes)
+                if (m := NODE_IN_LOG.search(line))
+                and ("nothing to do" in m.group(2) or "differs" in m.group(2))}
+
+    def settled(sizes):
+        state = {"count": -1, "since": time.monotonic()}
+
+        def check():
+            count = len(looked(sizes))
+            if count != state["count"]:
+                state.update(count=count, since=time.monotonic())
+                return False
+            # Everyone looked, or nobody more for 10 s.
+            return count >= n or time.monotonic() - state["since"] > 10
+
+        return check
+
+    out = {}
+    sizes = fleet.log_sizes()
+    store.put_raw(key, record(0.0))
+    poll(settled(sizes), 120 + n / 10, "the agents looking at the new rollout record")
+    out["rollout_created_looks"] = len(looked(sizes))
+    marks = read_marks(fleet.marks)
+    before = {node: len(runs) for node, runs in marks.items()}
+    batch = {node for node in before if rank(RELEASE_ID, node) <= RELEASE_THRESHOLD}
+    sizes = fleet.log_sizes()
+    req0 = store.requests()
+    events0 = store.events() if hasattr(store, "events") else None
+    t_set = time.time_ns()
+    t0 = time.monotonic()
+    store.put_raw(key, record(RELEASE_THRESHOLD))
+
+    def batch_ran():
+        now = read_marks(fleet.marks)
+        return all(len(now.get(node, [])) > before[node] for node in batch)
+
+    poll(batch_ran, 120 + n / 10, f"the {len(batch)} agents of the batch running")
+    poll(settled(sizes), 120 + n / 10, "the agents looking at the release")
+    elapsed = time.monotonic() - t0
+    marks = read_marks(fleet.marks)
+    ran = {node for node, runs in marks.items() if len(runs) > before.get(node, 0)}
+    latencies = [(marks[node][before[node]][1] - t_set) / 1e9 for node in batch]
+    woke = looked(sizes)
+    out.update({
+        "release_batch": len(batch),
+        "release_batch_ran": len(ran & batch),
+        "release_others_ran": len(ran - batch),
+        "release_others_looked": len(woke - batch),
+        "release_p99_s": (percentile(latencies, 99)
+                          if getattr(store, "release_latency", True) else None),
+        "release_window_s": elapsed,
+    })
+    if req0 is not None:
+        out["release_requests"] = store.requests() - req0
+    if events0 is not None:
+        out["release_watch_events"] = store.events() - events0
+    return out
+
+
 def fmt(value, spec, unit=""):
     return "—" if value is None else f"{value:{spec}}{unit}"
 
@@ -554,12 +443,17 @@ def fmt(value, spec, unit=""):
 def report(results_path, out):
     """The newest result per store and size, as tables in `out` between the
     `<!-- watchers -->` markers (before the fleet simulation's)."""
-    latest = {}
+    latest, sessions = {}, {}
     with open(results_path) as f:
         for line in f:
             r = json.loads(line)
-            if r.get("build") == "release":  # debug builds only check the machinery
+            # Debug builds only check the machinery; runs with other session
+            # settings are in the ZooKeeper session table only.
+            if r.get("build") == "release" and not r.get("url_options") \
+                    and r.get("zk_server", "test") == "test":
                 latest[(r["store"], r["n"])] = r
+            if r.get("build") == "release" and "zk_server" in r:
+                sessions[(r["zk_server"], r.get("url_options", ""), r["n"])] = r
     rows = sorted(latest.values(), key=lambda r: (r["store"], r["n"]))
     lines = [
         "## Watch agents at fleet scale",
@@ -573,8 +467,8 @@ def report(results_path, out):
         "### Change to command",
         "",
         "| store | agents | startup (all running) | p50 | p99 | max | told | woken by another "
-        "node's change | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "node's change | read and decided p50 / p99 | load before / peak | commit | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -582,7 +476,10 @@ def report(results_path, out):
             f"| {fmt(r.get('latency_p50_s'), '.2f', ' s')} "
             f"| {fmt(r.get('latency_p99_s'), '.2f', ' s')} "
             f"| {fmt(r.get('latency_max_s'), '.2f', ' s')} | {r.get('told', 0):,} "
-            f"| {r.get('woken_not_theirs', '—')} | {r['load_before']:.0f} |")
+            f"| {r.get('woken_not_theirs', '—')} "
+            f"| {fmt(r.get('decided_p50_s'), '.0f', ' s')} / {fmt(r.get('decided_p99_s'), '.0f', ' s')} "
+            f"| {r['load_before']:.0f} / {fmt(r.get('peak_load'), '.0f')} | {r.get('commit', '')} "
+            f"| {r.get('error', '').replace('|', '/')[:220] or '—'} |")
     lines += [
         "",
         "### Idle cost",
@@ -617,6 +514,48 @@ def report(results_path, out):
             f"| {fmt(r.get('restart_all_watching_s'), '.1f', ' s')} "
             f"| {fmt(r.get('restart_peak_requests_per_s'), ',.0f')} "
             f"| {fmt(r.get('startup_requests_per_s'), ',.0f')} |")
+    lines += [
+        "",
+        "### A batch release",
+        "",
+        "A rollout record for the cluster appears with threshold 0, then its threshold "
+        "goes to 1%: the one write the orchestrator makes per batch. Every agent follows "
+        "that key. Looked = read the store and found nothing to do (or something to run).",
+        "",
+        "| store | agents | looks when the record appeared | batch | batch ran | others ran "
+        "| others looked | store requests | watch events | batch p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "release_batch" not in r:
+            continue
+        lines.append(
+            f"| {r['store']} | {r['n']:,} | {r.get('rollout_created_looks', 0):,} "
+            f"| {r['release_batch']:,} | {r['release_batch_ran']:,} "
+            f"| {r['release_others_ran']:,} | {r['release_others_looked']:,} "
+            f"| {fmt(r.get('release_requests'), ',.0f')} "
+            f"| {fmt(r.get('release_watch_events'), ',.0f')} "
+            f"| {fmt(r.get('release_p99_s'), '.2f', ' s')} |")
+    if sessions:
+        lines += [
+            "",
+            "### ZooKeeper sessions and idle packets",
+            "",
+            "| server's session bounds | agents' URL options | agents | packets / idle agent "
+            "/ min | idle window | commit |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for (server, options, n), r in sorted(sessions.items()):
+            bounds = {"test": "tests' (tickTime 500 ms, max 60 s)",
+                      "stock": "stock (tickTime 2 s, max 40 s)",
+                      "raised": "raised (tickTime 2 s, max 10 min)"}[server]
+            lines.append(
+                f"| {bounds} | {options or '(none: 30 s)'} | {n:,} "
+                f"| {fmt(r.get('idle_requests_per_agent_min'), '.2f')} "
+                f"| {fmt(r.get('idle_s'), '.0f', ' s')} | {r.get('commit', '')} |")
+    raised = sorted({c for r in rows for c in r.get("limits_raised") or []})
+    if raised:
+        lines += ["", "Limits raised or found short for these runs: " + "; ".join(raised) + "."]
     text = open(out).read()
     start, end = "<!-- watchers -->", "<!-- /watchers -->"
     block = start + "\n\n" + "\n".join(lines) + "\n\n" + end
@@ -638,9 +577,20 @@ def main(argv, install):
     parser.add_argument("--per-process", type=int, default=2500)
     parser.add_argument("--idle", type=float, default=60)
     parser.add_argument("--no-restart", action="store_true")
+    parser.add_argument("--no-release", action="store_true", help="skip the batch release")
+    parser.add_argument("--force", action="store_true",
+                        help="run although the open-files limit is too low for N (to see where "
+                             "it fails)")
+    parser.add_argument("--url-options", default="",
+                        help="appended to the agents' store URL, e.g. session_timeout=40s")
+    parser.add_argument("--zk-server", choices=sorted(ZK_SERVERS), default="test",
+                        help="ZooKeeper's session bounds: the tests' (up to 60 s), a stock "
+                             "server's (4-40 s) or raised (up to 10 min)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument("--debug", action="store_true", help="debug build (quicker to build)")
-    parser.add_argument("--results", default=os.path.join(REPO, "target", "watchers.jsonl"))
+    # Kept with the sources, so that the tables can be rendered again (and
+    # each row traced to its commit) on another checkout.
+    parser.add_argument("--results", default=os.path.join(REPO, "BENCHMARKS.watchers.jsonl"))
     parser.add_argument("--report", action="store_true",
                         help="only write the tables of --results into --out")
     parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::atomic_file;
 use crate::cache::Cache;
 use crate::cli::{SplayFrom, WatchArgs};
-use crate::clock::{now_rfc3339, random_fraction, HumanDuration};
+use crate::clock::{now_rfc3339, pause_unless_stopped, random_fraction, HumanDuration};
 use crate::commands::attributes::{cache_key, fetch_not_behind};
 use crate::commands::health::check_and_report;
 use crate::commands::Context;
@@ -238,16 +238,7 @@ impl Agent<'_> {
 
     /// Sleeps up to `d`, waking early on a signal; false when stopped.
     fn pause(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            if self.stopped() {
-                return false;
-            }
-            thread::sleep(
-                Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
-            );
-        }
-        !self.stopped()
+        pause_unless_stopped(&self.stop, d)
     }
 
     /// The wait after `failures` store failures in a row: a random point in

@@ -30,12 +30,13 @@ use base64::Engine;
 use serde_json::{json, Value};
 use ureq::Agent;
 
-use super::feed::{failure_backoff, pause_unless_stopped, ChannelFeed, FeedEvent};
+use super::feed::{failure_backoff, ChannelFeed, FeedEvent};
 use super::http::{self, Bound, TlsSettings, TlsVariables};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
 };
+use crate::clock::pause_unless_stopped;
 use crate::clock::{random_fraction, HumanDuration};
 use crate::env::Env;
 use crate::error::{Error, Result};

@@ -23,12 +23,13 @@ use base64::Engine;
 use serde_json::{json, Value};
 use ureq::Agent;
 
-use super::feed::{failure_backoff, pause_unless_stopped, reconnect_splay, ChannelFeed, FeedEvent};
+use super::feed::{failure_backoff, reconnect_splay, ChannelFeed, FeedEvent};
 use super::http::{self, Bound, TlsSettings, TlsVariables};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
 };
+use crate::clock::pause_unless_stopped;
 use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::local_file;

@@ -5,8 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::ChangeFeed;
 use crate::error::{Error, Result};
@@ -80,18 +79,6 @@ impl Drop for ChannelFeed {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
-}
-
-/// Sleeps for `pause` unless `stop` is raised first; whether it was not.
-pub fn pause_unless_stopped(stop: &AtomicBool, pause: Duration) -> bool {
-    let until = Instant::now() + pause;
-    while Instant::now() < until {
-        if stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-    }
-    !stop.load(Ordering::SeqCst)
 }
 
 /// The pause before reopening a stream that broke: a random share of 10 s,

@@ -640,12 +640,19 @@ fn the_change_feed_wakes_on_watched_changes_only_and_survives_the_server() {
     let url = format!("{}?session_timeout=2s", h.store_url);
     let (store, mut feed) = crate::store_api::the_feed_sees_watched_changes_only_at(&h, &url);
 
-    // The server restarts: the session reconnects, and its watches with it.
+    // The server restarts: the session reconnects, and its watches with it,
+    // after a random splay of up to 10 s; then the feed says to look afresh.
     h.zookeeper().kill();
     h.zookeeper().restart();
     assert!(eventually(Duration::from_secs(15), || store
         .get("convergent/defaults")
         .is_ok()));
+    assert!(
+        eventually(Duration::from_secs(30), || feed
+            .wait(Duration::from_millis(200))
+            .unwrap_or(false)),
+        "no fresh look after the reconnect"
+    );
     settle(&mut feed);
     h.ok(&["set", "--cluster", "web", "version=2.4.9"]);
     assert!(
@@ -658,7 +665,7 @@ fn the_change_feed_wakes_on_watched_changes_only_and_survives_the_server() {
     // then sets its watches again on a new session and says to look afresh.
     h.zookeeper().restart_empty();
     assert!(
-        eventually(Duration::from_secs(20), || feed
+        eventually(Duration::from_secs(30), || feed
             .wait(Duration::from_millis(200))
             .unwrap_or(false)),
         "no fresh look after the session expired"

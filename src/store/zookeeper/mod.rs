@@ -32,6 +32,7 @@ mod runtime;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ use self::plan::{
     ancestors, check_size, plan, too_big, Node, Planned, MAX_REQUEST_BYTES, OP_OVERHEAD,
 };
 use self::runtime::Runtime;
+use super::feed::{failure_backoff, reconnect_splay};
 use super::{
     ChangeFeed, Compare, Entry, HeldLock, Op, Snapshot, Store, StoreKind, StoreOptions, StoreUrl,
     Txn, TxnLimits, TxnOutcome,
@@ -119,8 +121,12 @@ struct Connection {
     /// client-side prefix too; doing it here lets writes create it).
     chroot: String,
     session_timeout: Duration,
-    /// Per-server connect bound, also the client's idle timeout.
+    /// Per-server connect bound, also the client's idle timeout, for
+    /// sessions that answer one command (see [`Connection::connection_timeout`]).
     connection_timeout: Duration,
+    /// Set once the store follows a change feed (the `watch` agent): its
+    /// sessions are then held for hours.
+    following: AtomicBool,
     auth: Option<Digest>,
     acl: AclMode,
     current: Mutex<Option<zk::Client>>,
@@ -215,6 +221,7 @@ impl ZooKeeperStore {
             chroot: chroot.clone().unwrap_or_default(),
             session_timeout,
             connection_timeout,
+            following: AtomicBool::new(false),
             auth,
             acl,
             current: Mutex::new(None),
@@ -333,12 +340,28 @@ impl Connection {
         }
     }
 
+    /// The connection timeout of a new session. zookeeper-client pings an
+    /// idle connection every 3/8 of it (10 s at most) and gives a silent
+    /// one up after it. A command's session wants it short (`--timeout` per
+    /// server: a dead server is skipped in time). A session held for hours
+    /// by the agent wants it long: with the default 5 s `--timeout` it
+    /// pinged every 2.5 s (24 packets a minute per idle agent); at 3/5 of
+    /// the session timeout, the longest the client allows, every 7-9 s.
+    /// The reads are still bounded by `--timeout`.
+    fn connection_timeout(&self) -> Duration {
+        if self.following.load(Ordering::SeqCst) {
+            self.session_timeout * 3 / 5
+        } else {
+            self.connection_timeout
+        }
+    }
+
     /// Opens a session. Fails at once with `NoHosts` when every server
     /// refused: a dead ensemble is "unavailable" fast, not after retries.
     async fn open_session(&self, session_timeout: Duration) -> Result<zk::Client, zk::Error> {
         let mut connector = zk::Client::connector()
             .with_session_timeout(session_timeout)
-            .with_connection_timeout(self.connection_timeout)
+            .with_connection_timeout(self.connection_timeout())
             .with_fail_eagerly();
         if let Some(d) = &self.auth {
             connector = connector.with_auth("digest", d.secret.as_bytes());
@@ -799,6 +822,9 @@ impl Store for ZooKeeperStore {
     /// watches are set again and the feed reports a change, so the reader
     /// looks afresh: what changed in between is not replayed.
     fn watch(&self, roots: &[String]) -> Result<Box<dyn ChangeFeed>> {
+        // Sessions opened from now on are held (a session opened earlier
+        // for a read keeps its short timeout until it ends).
+        self.conn.following.store(true, Ordering::SeqCst);
         let conn = Arc::clone(&self.conn);
         let roots = roots.to_vec();
         let shared = Arc::new(FeedShared::default());
@@ -999,6 +1025,13 @@ impl FeedShared {
 
 /// Follows the watches until the feed is dropped, setting them again on a
 /// new session when one ends.
+///
+/// The server going away cuts every agent off at once; the client crate
+/// reconnects by itself, at once. What we add on top (setting the watches
+/// again, the look that follows, a new session when the old one ended)
+/// waits a random share of 10 s first, as etcd streams do, so that a fleet
+/// does not come back in step (1,000 agents: 12 times the startup packet
+/// rate without it). No change is lost: the look after comes anyway.
 async fn follow(
     conn: Arc<Connection>,
     roots: Vec<String>,
@@ -1010,8 +1043,16 @@ async fn follow(
     let mut failures: u32 = 0;
     loop {
         if watchers.is_empty() {
-            // Between sessions: set the watches again, then look afresh
-            // (changes in between are not replayed).
+            // Between sessions (or after a reconnect): set the watches
+            // again, then look afresh (changes in between are not replayed).
+            let pause = if failures == 0 {
+                reconnect_splay()
+            } else {
+                failure_backoff(failures)
+            };
+            if let Either::Right(_) = future::select(Timer::after(pause), &mut cancelled).await {
+                return;
+            }
             match arm(&conn, &roots).await {
                 Ok((client, w)) => {
                     _session = client;
@@ -1023,12 +1064,6 @@ async fn follow(
                     let reason = conn.error(f).to_string();
                     shared.tell(|s| s.failure = Some(reason));
                     failures += 1;
-                    let pause = Duration::from_millis((250u64 << failures.min(5)).min(10_000));
-                    if let Either::Right(_) =
-                        future::select(Timer::after(pause), &mut cancelled).await
-                    {
-                        return;
-                    }
                 }
             }
             continue;
@@ -1040,23 +1075,14 @@ async fn follow(
         };
         match (event.event_type, event.session_state) {
             (zk::EventType::Session, zk::SessionState::Disconnected) => {}
-            // A watcher panics when asked again after its session ended.
+            // The session ended: a new one (a watcher panics when asked
+            // again after its session ended).
             (zk::EventType::Session, state) if state.is_terminated() => watchers.clear(),
-            (zk::EventType::Session, _) => {
-                // Reconnected. zookeeper-client 0.11 leaves persistent
-                // watches out of the SetWatches it sends on a new
-                // connection, so set them again (the old ones go after the
-                // new ones are in, so the server keeps watching); then look
-                // afresh, as events of the gap are lost (ZOOKEEPER-4698).
-                match arm(&conn, &roots).await {
-                    Ok((client, w)) => {
-                        _session = client;
-                        watchers = w;
-                    }
-                    Err(_) => watchers.clear(),
-                }
-                shared.tell(|s| s.changed = true);
-            }
+            // Reconnected. zookeeper-client 0.11 leaves persistent watches
+            // out of the SetWatches it sends on a new connection, so set
+            // them again (the old ones go once the new ones are in); then
+            // look afresh, as events of the gap are lost (ZOOKEEPER-4698).
+            (zk::EventType::Session, _) => watchers.clear(),
             _ => shared.tell(|s| s.changed = true),
         }
     }
@@ -1159,5 +1185,23 @@ mod tests {
         assert_eq!(store.conn.session_timeout, Duration::from_secs(10));
         assert_eq!(store.conn.path("p/k"), "/x/p/k");
         assert_eq!(store.conn.connection_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn sessions_held_to_follow_changes_ping_less_often() {
+        let options = StoreOptions {
+            timeout: Duration::from_secs(5),
+        };
+        let store = ZooKeeperStore::open(
+            &"zk://h:1?session_timeout=40s".parse().unwrap(),
+            &options,
+            &env_of(&[]),
+        )
+        .unwrap();
+        // A command's session: --timeout per server.
+        assert_eq!(store.conn.connection_timeout(), Duration::from_secs(5));
+        store.conn.following.store(true, Ordering::SeqCst);
+        // The agent's: 3/5 of the session, the most the client allows.
+        assert_eq!(store.conn.connection_timeout(), Duration::from_secs(24));
     }
 }
