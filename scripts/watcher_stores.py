@@ -129,13 +129,11 @@ ZK_SERVERS = {
 }
 
 
-class ZooKeeperStore:
-    name = "ZooKeeper 3.8, standalone"
-    # The loop and the client's runtime thread.
-    threads_per_agent = 2
+class OneServerStore:
+    """A store of one server process (`self.server`, a servers.* context
+    manager) that every fleet process reaches at the same address."""
 
-    def __init__(self, server="test"):
-        self.server = servers.ZooKeeper(extra="maxClientCnxns=0\n" + ZK_SERVERS[server])
+    scheme = None
 
     def __enter__(self):
         self.server.__enter__()
@@ -148,7 +146,18 @@ class ZooKeeperStore:
         return [self.url()] * processes
 
     def url(self):
-        return f"zk://{self.server.address}"
+        return f"{self.scheme}://{self.server.address}"
+
+
+class ZooKeeperStore(OneServerStore):
+    name = "ZooKeeper 3.8, standalone"
+    # The loop and the client's runtime thread.
+    threads_per_agent = 2
+
+    scheme = "zk"
+
+    def __init__(self, server="test"):
+        self.server = servers.ZooKeeper(extra="maxClientCnxns=0\n" + ZK_SERVERS[server])
 
     def pids(self):
         return tree_pids(self.server.process.pid)
@@ -218,7 +227,8 @@ class ZooKeeperStore:
         return down_at
 
 
-class ConsulStore:
+class ConsulStore(OneServerStore):
+    scheme = "consul"
     name = "Consul 1.10.12, one dev agent"
     # The loop and one blocking-query thread per watched tree.
     threads_per_agent = 6
@@ -233,19 +243,6 @@ class ConsulStore:
             binary, {"limits": {"http_max_conns_per_client": per_client},
                      "telemetry": {"prometheus_retention_time": "1h",
                                    "disable_hostname": True}})
-
-    def __enter__(self):
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.__exit__(*exc)
-
-    def urls(self, processes):
-        return [self.url()] * processes
-
-    def url(self):
-        return f"consul://{self.server.address}"
 
     @staticmethod
     def connections_per_address(n, per_process):
