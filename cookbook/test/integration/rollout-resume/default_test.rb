@@ -36,14 +36,3 @@ control 'rollout-resume-run-1-resumes-the-plan-to-completed' do
     its('exit_status') { should eq 0 }
   end
 end
-
-control 'rollout-resume-run-2-runs-nothing' do
-  describe file("#{state}/run-2.log") do
-    its('content') { should_not match(/move plan/) }
-  end
-  describe 'the plan record after run 2' do
-    it('is the one of run 1, untouched') do
-      expect(json("#{state}/plans-after-run-2.json").params).to eq json("#{state}/plans-after-run-1.json").params
-    end
-  end
-end
