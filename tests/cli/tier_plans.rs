@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use std::process::Stdio;
 
-use crate::rollout::FAST;
+use crate::rollout::{self, run_plan, FAST};
 use crate::support::{
     assert_refused, eventually, fixture, stderr, stdout, store_suite, Backend, Harness, Spawned,
 };
@@ -130,11 +130,9 @@ fn a_killed_orchestrator_resumes_every_running_step(backend: Backend) {
     // The same plan again resumes both where their records say, once the
     // dead orchestrator's lock has expired (a Consul session outlives its
     // TTL by up to twice, plus the lock delay: try again while it holds).
-    let mut args = vec!["rollout", "run", &plan];
-    args.extend(FAST);
     let started = Instant::now();
     let out = loop {
-        let out = h.run(&args);
+        let out = run_plan(&h, &plan, &[]);
         if out.status.success() || !stderr(&out).contains("is held by") {
             break out;
         }
@@ -245,12 +243,7 @@ fn one_step_failing_stops_the_others_from_releasing(backend: Backend) {
 fn a_plan_rollback_takes_back_every_running_step(backend: Backend) {
     let (h, _sim, _web, _db) = two_tiers(backend, 4, 3);
     let plan = write(&h, "tiers.yml", SLOW_TIERS);
-    let mut cmd = h.process();
-    cmd.args(["rollout", "run", &plan])
-        .args(FAST)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let run = Spawned::new(cmd.spawn().unwrap());
+    let run = rollout::spawn_plan(&h, &plan, &[]);
     assert!(
         eventually(WAIT, || record_of(&h, "db")
             .is_some_and(|r| r["threshold"].as_f64() > Some(0.0))
@@ -355,9 +348,7 @@ fn resume_plan_resumes_every_paused_step(backend: Backend) {
             "strategy: { canary: 1, batch: 1, max_failed: 0 }",
         ),
     );
-    let mut args = vec!["rollout", "run", &plan];
-    args.extend(FAST);
-    let out = h.run(&args);
+    let out = run_plan(&h, &plan, &[]);
     assert_eq!(
         out.status.code(),
         Some(75),
@@ -430,7 +421,7 @@ fn resume_plan_resumes_every_paused_step(backend: Backend) {
             {"cluster": "web", "rollout": "tiers-slow.2", "step": 2, "direction": "forward"}
         ]})
     );
-    let out = h.run(&args);
+    let out = run_plan(&h, &plan, &[]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(plan_record(&h, "tiers-slow")["status"], "completed");
     for n in web.iter().chain(&db) {
@@ -477,9 +468,7 @@ fn a_rollback_names_the_steps_that_stay_applied(backend: Backend) {
         "out-of-order.yml",
         "name: ooo\nsteps:\n  - name: db\n    cluster: db\n    after: []\n    set: { version: \"5.1.0\" }\n    strategy: { canary: 1, batch: 1, pause: 5s }\n  - name: web\n    cluster: web\n    after: []\n    set: { feature: \"on\" }\n    strategy: { batch: 100% }\n  - name: beta\n    cluster: web\n    after: [web]\n    set: { feature: \"beta\" }\n    strategy: { canary: 1, batch: 100%, max_failed: 0, on_failure: rollback }\n",
     );
-    let mut args = vec!["rollout", "run", &plan];
-    args.extend(FAST);
-    let out = h.run(&args);
+    let out = run_plan(&h, &plan, &[]);
     assert_eq!(
         out.status.code(),
         Some(75),
@@ -556,9 +545,7 @@ fn a_parallel_group_runs_its_steps_together(backend: Backend) {
         "{record}"
     );
     // The plan written with after: is the same plan: it is already done.
-    let mut args = vec!["rollout", "run", &spelled];
-    args.extend(FAST);
-    let again = h.run(&args);
+    let again = run_plan(&h, &spelled, &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("plan tiers-slow completed"));
     for n in web.iter().chain(&db) {
