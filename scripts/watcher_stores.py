@@ -22,13 +22,12 @@ def b64(text):
     return base64.b64encode(text.encode()).decode()
 
 
-class EtcdStore:
-    name = "etcd, 3 members"
-    # The loop and one thread per watched tree.
-    threads_per_agent = 6
+class ServerStore:
+    """A store run by `self.server`, a servers.* context manager. By default
+    every fleet process reaches it at the one address `scheme://address`;
+    a store of several members says otherwise (EtcdStore)."""
 
-    def __init__(self):
-        self.server = servers.Etcd(members=3)
+    scheme = None
 
     def __enter__(self):
         self.server.__enter__()
@@ -36,6 +35,21 @@ class EtcdStore:
 
     def __exit__(self, *exc):
         self.server.__exit__(*exc)
+
+    def urls(self, processes):
+        return [self.url()] * processes
+
+    def url(self):
+        return f"{self.scheme}://{self.server.address}"
+
+
+class EtcdStore(ServerStore):
+    name = "etcd, 3 members"
+    # The loop and one thread per watched tree.
+    threads_per_agent = 6
+
+    def __init__(self):
+        self.server = servers.Etcd(members=3)
 
     def urls(self, processes):
         addrs = [a for a, _ in self.server.members]
@@ -129,27 +143,7 @@ ZK_SERVERS = {
 }
 
 
-class OneServerStore:
-    """A store of one server process (`self.server`, a servers.* context
-    manager) that every fleet process reaches at the same address."""
-
-    scheme = None
-
-    def __enter__(self):
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.__exit__(*exc)
-
-    def urls(self, processes):
-        return [self.url()] * processes
-
-    def url(self):
-        return f"{self.scheme}://{self.server.address}"
-
-
-class ZooKeeperStore(OneServerStore):
+class ZooKeeperStore(ServerStore):
     name = "ZooKeeper 3.8, standalone"
     # The loop and the client's runtime thread.
     threads_per_agent = 2
@@ -227,7 +221,7 @@ class ZooKeeperStore(OneServerStore):
         return down_at
 
 
-class ConsulStore(OneServerStore):
+class ConsulStore(ServerStore):
     scheme = "consul"
     name = "Consul 1.10.12, one dev agent"
     # The loop and one blocking-query thread per watched tree.
