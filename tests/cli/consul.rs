@@ -135,6 +135,15 @@ impl Server {
         format!("consul://{}", self.address())
     }
 
+    /// A harness on this server whose commands may take 30 s: for tests
+    /// about tokens, not time. On a loaded CI machine a real agent once
+    /// took over the default 5 s to refuse its first tokenless request.
+    fn patient_harness(&self, backend: Backend) -> Harness {
+        let h = Harness::on(backend, self.url());
+        std::fs::write(h.path("config.yml"), "timeout: 30s\n").unwrap();
+        h
+    }
+
     fn double(&self) -> Option<&ConsulDouble> {
         match self {
             Server::Double(d) => Some(d),
@@ -171,7 +180,7 @@ fn import_args() -> [String; 2] {
 
 fn a_token_comes_from_the_environment_or_a_file_and_the_file_wins(backend: Backend) {
     let server = Server::with_acl(backend);
-    let h = Harness::on(backend, server.url());
+    let h = server.patient_harness(backend);
     let import = import_args();
     let import: Vec<&str> = import.iter().map(String::as_str).collect();
     // No token: nothing is readable under a deny policy.
@@ -212,7 +221,7 @@ fn a_token_comes_from_the_environment_or_a_file_and_the_file_wins(backend: Backe
 
 fn permission_denied_is_77_naming_the_key_and_no_token_leaks(backend: Backend) {
     let server = Server::with_acl(backend);
-    let h = Harness::on(backend, server.url());
+    let h = server.patient_harness(backend);
     let import = import_args();
     let import: Vec<&str> = import.iter().map(String::as_str).collect();
     let mut outputs = vec![run_with_token(&h, WRITER, &import)];
