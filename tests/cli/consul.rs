@@ -295,6 +295,41 @@ fn a_stopped_server_serves_the_cache_marked_stale(backend: Backend) {
     );
 }
 
+/// Consul holds a read without a leader before refusing it. When the last
+/// try then runs out of time, the error still names Consul's refusal, not
+/// only the timeout: the cause an operator needs.
+#[test]
+fn a_try_that_runs_out_of_time_still_names_what_consul_said() {
+    let double = ConsulDouble::start_with(Config {
+        no_leader_hold: Duration::from_millis(600),
+        ..Config::default()
+    });
+    let h = Harness::on(
+        Backend::ConsulDouble,
+        format!("consul://{}", double.address()),
+    );
+    h.import(&fixture("view.yml"));
+    double.set_leader(false);
+    // Tries end at about 0.6s and 1.35s with "No cluster leader"; the third
+    // has 0.5s left and is cut off.
+    let args = [
+        "--timeout",
+        "2s",
+        "--on-unreachable",
+        "fail",
+        "attributes",
+        "--cluster",
+        "web",
+        "--node",
+        "web-01",
+    ];
+    assert_refused(
+        &h.run(&args),
+        69,
+        &["HTTP 500: No cluster leader; then timed out"],
+    );
+}
+
 #[test]
 fn a_lost_leader_is_unavailable_and_stale_reads_still_answer() {
     let h = Harness::with_fixture(Backend::ConsulDouble);

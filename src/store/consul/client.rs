@@ -57,6 +57,14 @@ pub(super) enum Limit {
     Blocking { connect: Duration, answer: Duration },
 }
 
+/// Why one try of a request failed, for the retry loop.
+enum Failed {
+    /// Consul answered, refusing for now (no leader, 5xx, 429).
+    Answer(String),
+    /// No answer: connection refused or reset, or a timeout.
+    Transport(String),
+}
+
 /// An HTTP answer from Consul, read whole.
 #[derive(Debug)]
 pub(super) struct Reply {
@@ -196,14 +204,18 @@ impl Client {
                 "{reason}; the write to {about} may or may not have been applied"
             ))
         };
+        // What Consul itself last said (no leader, 5xx, 429): when a later
+        // try fails only in transport (a timeout under load), that answer
+        // is still the cause worth naming.
+        let mut answered: Option<String> = None;
         loop {
             let remaining = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(50));
-            let why = match self.send(method, url, body, Limit::Whole(remaining)) {
-                Err(e) if http::nothing_sent(&e) => http::describe(&e),
+            let failed = match self.send(method, url, body, Limit::Whole(remaining)) {
+                Err(e) if http::nothing_sent(&e) => Failed::Transport(http::describe(&e)),
                 Err(e) if kind == Kind::Write => return Err(unknown(http::describe(&e))),
-                Err(e) => http::describe(&e),
+                Err(e) => Failed::Transport(http::describe(&e)),
                 Ok(reply) => {
                     let text = self.quote(&reply.body);
                     // Refusals that say nothing was applied.
@@ -211,7 +223,7 @@ impl Client {
                         || text.contains("No path to datacenter");
                     match reply.status {
                         401 | 403 => return Err(self.denied(about, &reply.body)),
-                        429 => format!("rate limited (HTTP 429): {text}"),
+                        429 => Failed::Answer(format!("rate limited (HTTP 429): {text}")),
                         500 if text.contains("Invalid Session TTL") => {
                             return Err(Error::config(
                                 format!("store {}", self.display),
@@ -219,12 +231,20 @@ impl Client {
                             ))
                         }
                         500..=599 if not_applied || kind != Kind::Write => {
-                            format!("HTTP {}: {text}", reply.status)
+                            Failed::Answer(format!("HTTP {}: {text}", reply.status))
                         }
                         500..=599 => return Err(unknown(format!("HTTP {}: {text}", reply.status))),
                         _ => return Ok(reply),
                     }
                 }
+            };
+            let why = match (failed, &answered) {
+                (Failed::Answer(said), _) => {
+                    answered = Some(said.clone());
+                    said
+                }
+                (Failed::Transport(why), Some(said)) => format!("{said}; then {why}"),
+                (Failed::Transport(why), None) => why,
             };
             if Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(self.unavailable(why));
