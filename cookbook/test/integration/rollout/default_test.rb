@@ -3,7 +3,8 @@
 # db node at >=5.1) with convergent_rollout, on the
 # view of test/fixtures/views/tiers.yml whose nodes the plan's kick
 # simulates. test/fixtures/chef-runs ran, in order: a run with a plan the
-# schema refuses (run-broken.log), a why-run (run-0), then Kitchen's two
+# schema refuses (run-broken.log), a why-run (run-0), a run while another
+# orchestrator holds the plan's lock (run-locked.log), then Kitchen's two
 # converges (run-1, run-2), keeping the store's plans and desired documents
 # after each.
 
@@ -34,6 +35,21 @@ control 'rollout-why-run-prints-the-dry-run-and-moves-nothing' do
     its('version') { should eq '2.4.1' }
   end
   describe json("#{state}/db-after-run-0.json") do
+    its('version') { should eq '5.0' }
+  end
+end
+
+# Another orchestrator (test/fixtures/chef-runs holds the plan's lock as
+# "orch-2") is running the plan: the run fails with 75 naming the holder,
+# and nothing moves.
+control 'rollout-a-plan-run-elsewhere-fails-the-run-naming-the-holder' do
+  describe file("#{state}/run-locked.log") do
+    its('content') { should match(/convergent rollout run exited 75 \(temporary failure[^)]*\): convergent: error: lock convergent\/locks\/plan-#{Regexp.escape(plan)} is held by orchestrator on orch-2 \(pid 4242\)/) }
+  end
+  describe file("#{state}/plans-after-run-locked.json") do
+    its('content') { should eq "null\n" }
+  end
+  describe json("#{state}/db-after-run-locked.json") do
     its('version') { should eq '5.0' }
   end
 end
