@@ -16,6 +16,7 @@ use crate::support::consul_double::{Access, Acl, Config, ConsulDouble, Resource,
 use crate::support::proxy::CountingProxy;
 use crate::support::{
     assert_refused, eventually, files_under, fixture, open_store, stderr, stdout, Backend, Harness,
+    STRICT_ATTRIBUTES_WEB_01,
 };
 
 /// Instantiates `fn name(backend: Backend)` on the double and on a real agent.
@@ -312,19 +313,8 @@ fn a_try_that_runs_out_of_time_still_names_what_consul_said() {
     double.set_leader(false);
     // Tries end at about 0.6s and 1.35s with "No cluster leader"; the third
     // has 0.5s left and is cut off.
-    let args = [
-        "--timeout",
-        "2s",
-        "--on-unreachable",
-        "fail",
-        "attributes",
-        "--cluster",
-        "web",
-        "--node",
-        "web-01",
-    ];
     assert_refused(
-        &h.run(&args),
+        &h.run(&STRICT_ATTRIBUTES_WEB_01),
         69,
         &["HTTP 500: No cluster leader; then timed out"],
     );
@@ -701,21 +691,10 @@ fn consul_http_addr_stands_in_for_a_missing_address(backend: Backend) {
             .unwrap();
         assert!(out.status.success(), "{addr}: {}", stderr(&out));
     }
-    let attributes = [
-        "--timeout",
-        "2s",
-        "--on-unreachable",
-        "fail",
-        "attributes",
-        "--cluster",
-        "web",
-        "--node",
-        "web-01",
-    ];
     let out = h
         .cmd()
         .env("CONSUL_HTTP_ADDR", &address)
-        .args(attributes)
+        .args(STRICT_ATTRIBUTES_WEB_01)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -726,7 +705,7 @@ fn consul_http_addr_stands_in_for_a_missing_address(backend: Backend) {
             .cmd()
             .env("CONSUL_HTTP_ADDR", &address)
             .env("CONSUL_HTTP_AUTH", "proxy-user:proxy-pw")
-            .args(attributes)
+            .args(STRICT_ATTRIBUTES_WEB_01)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -746,7 +725,7 @@ fn consul_http_addr_stands_in_for_a_missing_address(backend: Backend) {
     let out = h
         .cmd()
         .env("CONSUL_HTTP_ADDR", "unix:///run/consul/consul.sock")
-        .args(attributes)
+        .args(STRICT_ATTRIBUTES_WEB_01)
         .output()
         .unwrap();
     assert_refused(&out, 78, &["CONSUL_HTTP_ADDR", "unix"]);
@@ -758,7 +737,12 @@ fn consul_http_addr_stands_in_for_a_missing_address(backend: Backend) {
             ("CONSUL_HTTP_SSL", "true".into()),
         ],
     ] {
-        let out = h.cmd().envs(env.clone()).args(attributes).output().unwrap();
+        let out = h
+            .cmd()
+            .envs(env.clone())
+            .args(STRICT_ATTRIBUTES_WEB_01)
+            .output()
+            .unwrap();
         assert_refused(&out, 69, &["consul+https://", "CONSUL_HTTP_ADDR"]);
     }
     for (var, value, needle) in [
@@ -787,7 +771,7 @@ fn consul_http_addr_stands_in_for_a_missing_address(backend: Backend) {
             .cmd()
             .env("CONSUL_HTTP_ADDR", &address)
             .env(var, value)
-            .args(attributes)
+            .args(STRICT_ATTRIBUTES_WEB_01)
             .output()
             .unwrap();
         assert_refused(&out, 78, &[needle]);

@@ -12,6 +12,7 @@ use crate::support::etcd::{self, EtcdCluster, EtcdServer};
 use crate::support::proxy::CountingProxy;
 use crate::support::{
     assert_refused, eventually, files_under, fixture, open_store as open, stderr, Backend, Harness,
+    STRICT_ATTRIBUTES_WEB_01,
 };
 
 #[test]
@@ -231,17 +232,7 @@ fn tls_is_verified_by_default_and_client_certificates_work() {
         format!("etcd+https://{}", server.client_addr()),
     );
     // The test CA is unknown to the default trust store: refused.
-    let out = h.run(&[
-        "--timeout",
-        "2s",
-        "--on-unreachable",
-        "fail",
-        "attributes",
-        "--cluster",
-        "web",
-        "--node",
-        "web-01",
-    ]);
+    let out = h.run(&STRICT_ATTRIBUTES_WEB_01);
     assert_refused(&out, 69, &["etcd+https://"]);
     let with_tls = |cmd: &mut assert_cmd::Command| {
         cmd.env("ETCDCTL_CACERT", certs.path("ca.pem"))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{assert_refused, stderr, stdout, Backend, Harness};
+use crate::support::{assert_refused, stderr, stdout, Backend, Harness, STRICT_ATTRIBUTES_WEB_01};
 
 /// OSC 52 (set the clipboard) and "clear the screen".
 const OSC52: &str = "\x1b]52;c;SGVsbG8=\x07";
@@ -221,19 +221,7 @@ fn the_etcd_password_never_reaches_an_error_even_when_echoed() {
         let out = run_env(
             &h,
             &[("ETCDCTL_USER", "root"), ("ETCDCTL_PASSWORD", password)],
-            &[
-                "--store",
-                &store,
-                "--timeout",
-                "2s",
-                "--on-unreachable",
-                "fail",
-                "attributes",
-                "--cluster",
-                "web",
-                "--node",
-                "web-01",
-            ],
+            &[&["--store", &store][..], &STRICT_ATTRIBUTES_WEB_01].concat(),
         );
         assert!(!out.status.success(), "{wrap}");
         let err = stderr(&out);

@@ -456,6 +456,21 @@ pub fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> boo
     condition()
 }
 
+/// `attributes` for web-01 that fails (69) rather than serve a cached
+/// answer, giving up on the store after 2 s: how a test sees what a store
+/// refused.
+pub const STRICT_ATTRIBUTES_WEB_01: [&str; 9] = [
+    "--timeout",
+    "2s",
+    "--on-unreachable",
+    "fail",
+    "attributes",
+    "--cluster",
+    "web",
+    "--node",
+    "web-01",
+];
+
 /// A process's stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
