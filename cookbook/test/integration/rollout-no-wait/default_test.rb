@@ -1,16 +1,29 @@
-# rollout-no-wait: convergent_rollout 'web-2.5.0' with `wait false`: run 1
-# started the orchestrator in the background (start-stop-daemon) and
-# returned once it had moved the plan; run 2 ran nothing. The orchestrator
-# goes on by itself to the end of the plan.
+# rollout-no-wait: convergent_rollout 'web-2.5.0' with `wait false`. Before
+# run 1 (test/fixtures/chef-runs), a run with every node down started the
+# orchestrator in the background (start-stop-daemon), which released the
+# canary and was then killed; the nodes came back and checked in once. Run 1
+# started a new orchestrator, which resumed the plan, and returned once it
+# had moved the plan; run 2 ran nothing. The orchestrator goes on by itself
+# to the end of the plan.
 
 convergent = '/usr/local/bin/convergent'
 store = 'file:/tmp/kitchen/data/views/tiers.yml'
 state = '/var/lib/convergent-test'
 plan = 'web-2.5.0'
 
-control 'rollout-no-wait-run-1-started-and-moved-the-plan' do
+control 'rollout-no-wait-a-killed-orchestrator-left-the-canary-released' do
+  describe file("#{state}/run-crash.log") do
+    its('content') { should match(/move plan #{plan}: not started -> running, 0\/1 steps done; web: rollout #{plan}\.1 running, 1 batches released/) }
+  end
+  describe json("#{state}/plans-after-run-crash.json") do
+    its([plan, 'status']) { should eq 'running' }
+    its([plan, 'done']) { should eq 0 }
+  end
+end
+
+control 'rollout-no-wait-run-1-started-a-new-orchestrator-that-resumed-the-plan' do
   describe file("#{state}/run-1.log") do
-    its('content') { should match(/move plan #{plan}: not started -> (running|completed)/) }
+    its('content') { should match(/move plan #{plan}: running, 0\/1 steps done; web: rollout #{plan}\.1 running, 1 batches released \(threshold [\d.]+\) -> /) }
   end
   describe file("/var/lib/convergent/plans/#{plan}.yml") do
     its('mode') { should cmp '0640' }
