@@ -181,6 +181,15 @@ impl Error {
         }
     }
 
+    /// A held lock that was lost (lease or session gone): a conflict on the
+    /// lock, saying `how` it was lost, for the holder to stop acting on it.
+    pub fn lock_lost(name: &str, how: impl std::fmt::Display) -> Error {
+        Error::Conflict {
+            key: name.to_string(),
+            reason: format!("the lock was lost: {how}"),
+        }
+    }
+
     /// Shorthand for [`Error::Config`].
     pub fn config(origin: impl Into<String>, problem: impl Into<String>) -> Error {
         Error::Config {

@@ -143,15 +143,12 @@ impl HeldLock for ConsulLock {
 
     fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
-            Err(Error::Conflict {
-                key: self.name.clone(),
-                reason: "the lock was lost: its Consul session expired or was destroyed before \
-                         it could be renewed"
-                    .into(),
-            })
-        } else {
-            Ok(())
+            return Err(Error::lock_lost(
+                &self.name,
+                "its Consul session expired or was destroyed before it could be renewed",
+            ));
         }
+        Ok(())
     }
 }
 

@@ -126,13 +126,12 @@ impl HeldLock for EtcdLock {
 
     fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
-            Err(Error::Conflict {
-                key: self.name.clone(),
-                reason: "the lock was lost: its lease expired before it could be renewed".into(),
-            })
-        } else {
-            Ok(())
+            return Err(Error::lock_lost(
+                &self.name,
+                "its lease expired before it could be renewed",
+            ));
         }
+        Ok(())
     }
 }
 

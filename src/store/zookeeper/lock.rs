@@ -104,10 +104,10 @@ impl HeldLock for ZkLock {
             .expect("state lock")
             .is_some_and(|since| since.elapsed() >= self.session_timeout);
         if state.is_terminated() || cut_off {
-            Err(Error::Conflict {
-                key: self.name.clone(),
-                reason: format!(
-                    "the lock was lost: its ZooKeeper session {}",
+            Err(Error::lock_lost(
+                &self.name,
+                format!(
+                    "its ZooKeeper session {}",
                     if state.is_terminated() {
                         format!("ended ({state})")
                     } else {
@@ -117,7 +117,7 @@ impl HeldLock for ZkLock {
                         )
                     }
                 ),
-            })
+            ))
         } else {
             Ok(())
         }
