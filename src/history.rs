@@ -58,9 +58,20 @@ impl Change {
         changes: Vec<FieldChange>,
         reason: Option<String>,
     ) -> Change {
+        Change::by(&actor(env), command, key, changes, reason)
+    }
+
+    /// A change made now by `actor`, already known (the orchestrator's).
+    pub fn by(
+        actor: &str,
+        command: &str,
+        key: &str,
+        changes: Vec<FieldChange>,
+        reason: Option<String>,
+    ) -> Change {
         Change {
             time: now_rfc3339(),
-            actor: actor(env),
+            actor: actor.to_string(),
             command: command.to_string(),
             key: key.to_string(),
             changes,

@@ -380,7 +380,6 @@ impl Orchestrator<'_> {
         ];
         let id = rollout_id(plan, index);
         let actor = self.actor.clone();
-        let env_actor = actor.clone();
         update(self.store, &keys, |current| {
             let Some(doc) = &current.docs[0] else {
                 return Err(Error::Stopped(format!(
@@ -427,8 +426,8 @@ impl Orchestrator<'_> {
             if let Some(d) = progress_doc.get("digest") {
                 progress_doc_new["digest"] = d.clone();
             }
-            let change = Change::now(
-                &|name: &str| (name == "CONVERGENT_ACTOR").then(|| env_actor.clone()),
+            let change = Change::by(
+                &actor,
                 "rollout",
                 &keys[1],
                 diff(Some(&old), Some(&new)),

@@ -174,8 +174,8 @@ impl Orchestrator<'_> {
                 }
                 docs[1] = Some(doc);
             }
-            let change = Change::now(
-                &|name: &str| (name == "CONVERGENT_ACTOR").then(|| actor.clone()),
+            let change = Change::by(
+                &actor,
                 "rollback",
                 &keys[0],
                 Vec::new(),

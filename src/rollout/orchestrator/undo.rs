@@ -298,8 +298,8 @@ impl Orchestrator<'_> {
                     if id.is_none() { " (all at once)" } else { "" }
                 ),
             ));
-            let change = Change::now(
-                &|name: &str| (name == "CONVERGENT_ACTOR").then(|| actor.clone()),
+            let change = Change::by(
+                &actor,
                 "rollback",
                 &keys[1],
                 diff(Some(&old), Some(&new)),
